@@ -1,0 +1,36 @@
+"""pyllama-mtp: Gemma-4 multi-token-prediction speculative decoding from Python.
+
+Public API: :class:`Model`, :class:`Context`, :func:`build_info` and the
+exceptions in :mod:`pyllama_mtp.errors`.
+"""
+
+from __future__ import annotations
+
+from .context import Context
+from .errors import (
+    ClosedError,
+    ContextError,
+    ContextOverflowError,
+    DecodeError,
+    InvalidTokenError,
+    ModelLoadError,
+    PyllamaMtpError,
+)
+from .info import BuildInfo, build_info
+from .model import Model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BuildInfo",
+    "ClosedError",
+    "Context",
+    "ContextError",
+    "ContextOverflowError",
+    "DecodeError",
+    "InvalidTokenError",
+    "Model",
+    "ModelLoadError",
+    "PyllamaMtpError",
+    "build_info",
+]

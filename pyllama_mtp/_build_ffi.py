@@ -1,0 +1,102 @@
+"""Emit the C source of the cffi extension ``pyllama_mtp._lib`` (run by CMake).
+
+API (out-of-line) mode: the emitted C includes our header and the patched
+``llama.h``, so the compiler checks every declaration below against them.
+cffi releases the GIL around every call in this mode.
+
+    python pyllama_mtp/_build_ffi.py OUT.c
+"""
+
+from __future__ import annotations
+
+import sys
+
+import cffi
+
+CDEF = """
+typedef int32_t llama_token;
+typedef int32_t llama_pos;
+typedef int32_t llama_seq_id;
+struct llama_model;
+struct llama_context;
+struct llama_vocab;
+
+enum llama_mtp_status {
+    LLAMA_MTP_OK, LLAMA_MTP_ERR_INVALID_ARG, LLAMA_MTP_ERR_LOAD, LLAMA_MTP_ERR_CONTEXT,
+    LLAMA_MTP_ERR_DECODE, LLAMA_MTP_ERR_KV_FULL, LLAMA_MTP_ERR_INTERNAL, ...
+};
+
+const char * llama_mtp_last_error(void);
+void llama_mtp_init(int32_t verbosity);
+const char * llama_mtp_llama_commit(void);
+const char * llama_mtp_patches(void);
+const char * llama_mtp_backends(void);
+const char * llama_mtp_devices(void);
+
+struct llama_mtp_model_params { int32_t n_gpu_layers; bool use_mmap; bool vocab_only; };
+struct llama_mtp_model_params llama_mtp_model_default_params(void);
+int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params params, struct llama_model ** out);
+
+struct llama_mtp_context_params {
+    uint32_t n_ctx; uint32_t n_batch; uint32_t n_ubatch; int32_t n_threads;
+    bool embeddings; bool offload_kqv; struct llama_context * ctx_other; int32_t ctx_type;
+};
+struct llama_mtp_context_params llama_mtp_context_default_params(void);
+int32_t llama_mtp_context_create(struct llama_model * model, struct llama_mtp_context_params params,
+                                 struct llama_context ** out);
+int32_t llama_mtp_decode(struct llama_context * ctx, const llama_token * tokens, int32_t n, llama_pos pos,
+                         llama_seq_id seq, int32_t logits_mode);
+int32_t llama_mtp_generate_greedy(struct llama_context * ctx, const llama_token * prompt, int32_t n_prompt,
+                                  int32_t n_max, llama_token * out, int32_t * n_out);
+
+/* llama.h, used as is */
+void llama_model_free(struct llama_model * model);
+void llama_free(struct llama_context * ctx);
+const struct llama_vocab * llama_model_get_vocab(const struct llama_model * model);
+int32_t llama_vocab_n_tokens(const struct llama_vocab * vocab);
+llama_token llama_vocab_bos(const struct llama_vocab * vocab);
+llama_token llama_vocab_eos(const struct llama_vocab * vocab);
+bool llama_vocab_is_eog(const struct llama_vocab * vocab, llama_token token);
+int32_t llama_model_n_embd(const struct llama_model * model);
+int32_t llama_model_n_embd_out(const struct llama_model * model);
+int32_t llama_model_n_layer(const struct llama_model * model);
+int32_t llama_model_n_layer_nextn(const struct llama_model * model);
+int32_t llama_model_meta_count(const struct llama_model * model);
+int32_t llama_model_meta_key_by_index(const struct llama_model * model, int32_t i, char * buf, size_t buf_size);
+int32_t llama_model_meta_val_str_by_index(const struct llama_model * model, int32_t i, char * buf, size_t buf_size);
+int32_t llama_model_desc(const struct llama_model * model, char * buf, size_t buf_size);
+uint64_t llama_model_size(const struct llama_model * model);
+int32_t llama_tokenize(const struct llama_vocab * vocab, const char * text, int32_t text_len, llama_token * tokens,
+                       int32_t n_tokens_max, bool add_special, bool parse_special);
+int32_t llama_token_to_piece(const struct llama_vocab * vocab, llama_token token, char * buf, int32_t length,
+                             int32_t lstrip, bool special);
+int32_t llama_detokenize(const struct llama_vocab * vocab, const llama_token * tokens, int32_t n_tokens, char * text,
+                         int32_t text_len_max, bool remove_special, bool unparse_special);
+const struct llama_model * llama_get_model(const struct llama_context * ctx);
+uint32_t llama_n_ctx(const struct llama_context * ctx);
+float * llama_get_logits_ith(struct llama_context * ctx, int32_t i);
+float * llama_get_embeddings_ith(struct llama_context * ctx, int32_t i);
+size_t llama_state_get_size(struct llama_context * ctx);
+bool llama_supports_gpu_offload(void);
+const char * llama_print_system_info(void);
+"""
+
+# llama_memory_* take an opaque handle typedef'd as a pointer; declare it the same way.
+CDEF += """
+typedef struct llama_memory_i * llama_memory_t;
+llama_memory_t llama_get_memory(const struct llama_context * ctx);
+void llama_memory_clear(llama_memory_t mem, bool data);
+bool llama_memory_seq_rm(llama_memory_t mem, llama_seq_id seq_id, llama_pos p0, llama_pos p1);
+llama_pos llama_memory_seq_pos_max(llama_memory_t mem, llama_seq_id seq_id);
+"""
+
+
+def builder() -> cffi.FFI:
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    ffi.set_source("pyllama_mtp._lib", '#include "llama_mtp.h"\n')
+    return ffi
+
+
+if __name__ == "__main__":
+    builder().emit_c_code(sys.argv[1])

@@ -1,0 +1,152 @@
+"""``Context``: a KV cache and compute state over a :class:`Model`."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._native import check, ffi, lib
+from .errors import ClosedError, ContextError, ContextOverflowError
+from .model import Model
+
+
+class Context:
+    """One sequence of decoding state on ``model``.
+
+    Logits returned by :meth:`logits` are copies: the native buffer is reused by
+    the next decode, so a view would silently change under the caller.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n_ctx: int = 512,
+        n_batch: int = 512,
+        n_ubatch: int | None = None,
+        n_threads: int = 0,
+        embeddings: bool = False,
+        offload_kqv: bool = True,
+        ctx_other: Context | None = None,
+        mtp: bool = False,
+    ) -> None:
+        if n_ctx < 0 or n_batch <= 0:
+            raise ContextError(f"n_ctx must be >= 0 and n_batch > 0 (got n_ctx={n_ctx}, n_batch={n_batch})")
+        self.model = model
+        params = lib.llama_mtp_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_ubatch or n_batch
+        params.n_threads = n_threads
+        params.embeddings = embeddings
+        params.offload_kqv = offload_kqv
+        params.ctx_other = ctx_other.ptr if ctx_other is not None else ffi.NULL
+        params.ctx_type = 1 if mtp else 0
+        out = ffi.new("struct llama_context **")
+        check(lib.llama_mtp_context_create(model.ptr, params, out), f"{model.path}: ")
+        self._ptr: Any = out[0]
+        self.n_past = 0
+        self._n_outputs = 0
+
+    @property
+    def ptr(self) -> Any:
+        """The native ``llama_context *`` (raises :class:`ClosedError` after close)."""
+        if self._ptr is None:
+            raise ClosedError("context is closed")
+        return self._ptr
+
+    def close(self) -> None:
+        """Free the native context. Idempotent."""
+        if getattr(self, "_ptr", None) is not None:
+            lib.llama_free(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    @property
+    def n_ctx(self) -> int:
+        return int(lib.llama_n_ctx(self.ptr))
+
+    @property
+    def n_vocab(self) -> int:
+        return self.model.n_vocab
+
+    def decode(self, tokens: list[int], *, all_logits: bool = False) -> None:
+        """Append ``tokens`` to the sequence. Logits are kept for the last token, or all with ``all_logits``."""
+        if not tokens:
+            raise ValueError("decode needs at least one token")
+        self.model.check_tokens(tokens)
+        if self.n_past + len(tokens) > self.n_ctx:
+            raise ContextOverflowError(
+                f"{len(tokens)} tokens after {self.n_past} do not fit in n_ctx={self.n_ctx}"
+            )
+        arr = ffi.new("llama_token[]", tokens)
+        check(lib.llama_mtp_decode(self.ptr, arr, len(tokens), self.n_past, 0, 1 if all_logits else 0))
+        self.n_past += len(tokens)
+        self._n_outputs = len(tokens) if all_logits else 1
+
+    def logits(self, i: int = -1) -> npt.NDArray[np.float32]:
+        """Logits of output row ``i`` of the last decode (``-1``: the last), a copy of shape ``(n_vocab,)``."""
+        if not -self._n_outputs <= i < self._n_outputs:
+            raise IndexError(f"output {i} out of range: the last decode produced {self._n_outputs} rows")
+        ptr = lib.llama_get_logits_ith(self.ptr, i)
+        if ptr == ffi.NULL:
+            raise ContextError(f"no logits for output {i}")
+        return np.frombuffer(ffi.buffer(ptr, 4 * self.n_vocab), dtype=np.float32).copy()
+
+    def all_logits(self) -> npt.NDArray[np.float32]:
+        """Every output row of the last decode, shape ``(n_outputs, n_vocab)``."""
+        return np.stack([self.logits(i) for i in range(self._n_outputs)])
+
+    def embeddings(self, i: int = -1) -> npt.NDArray[np.float32]:
+        """Embedding row ``i`` of the last decode (needs ``embeddings=True``), shape ``(n_embd_out,)``."""
+        ptr = lib.llama_get_embeddings_ith(self.ptr, i)
+        if ptr == ffi.NULL:
+            raise ContextError("no embeddings: create the context with embeddings=True")
+        return np.frombuffer(ffi.buffer(ptr, 4 * self.model.n_embd_out), dtype=np.float32).copy()
+
+    def clear(self) -> None:
+        """Drop the whole KV cache."""
+        lib.llama_memory_clear(lib.llama_get_memory(self.ptr), True)
+        self.n_past = 0
+        self._n_outputs = 0
+
+    def truncate(self, n_keep: int) -> None:
+        """Keep the first ``n_keep`` positions of the sequence and drop the rest."""
+        if not 0 <= n_keep <= self.n_past:
+            raise ValueError(f"n_keep must be in [0, {self.n_past}], got {n_keep}")
+        if not lib.llama_memory_seq_rm(lib.llama_get_memory(self.ptr), 0, n_keep, -1):
+            raise ContextError("this KV cache cannot remove a partial sequence")
+        self.n_past = n_keep
+        self._n_outputs = 0
+
+    @property
+    def state_size(self) -> int:
+        """Bytes needed to save this context's state."""
+        return int(lib.llama_state_get_size(self.ptr))
+
+    def generate_greedy(self, prompt: list[int], max_tokens: int) -> list[int]:
+        """Greedy target-only generation, the loop in C: clears the cache, decodes ``prompt``, returns new ids."""
+        if not prompt:
+            raise ValueError("prompt must hold at least one token")
+        self.model.check_tokens(prompt)
+        if len(prompt) + max_tokens > self.n_ctx:
+            raise ContextOverflowError(f"{len(prompt)} prompt + {max_tokens} new tokens exceed n_ctx={self.n_ctx}")
+        self.clear()
+        arr = ffi.new("llama_token[]", prompt)
+        out = ffi.new("llama_token[]", max(1, max_tokens))
+        n_out = ffi.new("int32_t *")
+        check(lib.llama_mtp_generate_greedy(self.ptr, arr, len(prompt), max_tokens, out, n_out))
+        tokens = list(ffi.unpack(out, n_out[0]))
+        self.n_past = len(prompt) + max(0, len(tokens) - 1)
+        return tokens

@@ -1,0 +1,266 @@
+// pyllama-mtp C shim over llama.h: error capture, checked loading, and the
+// loops that must not run per token in Python.
+#include "llama_mtp.h"
+
+#include "ggml-backend.h"
+
+#include <cstdarg>
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#ifndef PYLLAMA_MTP_LLAMA_COMMIT
+#    define PYLLAMA_MTP_LLAMA_COMMIT "unknown"
+#endif
+#ifndef PYLLAMA_MTP_PATCHES
+#    define PYLLAMA_MTP_PATCHES ""
+#endif
+
+namespace {
+
+thread_local std::string g_last_error;
+thread_local std::string g_log_errors;  // error lines logged by llama.cpp during the current call
+int                      g_verbosity = 1;
+
+void set_error(const std::string & msg) {
+    g_last_error = msg;
+}
+
+// Error text for a failed call: our message, then what llama.cpp logged at error level.
+void set_error_with_log(const std::string & msg) {
+    std::string full = msg;
+    if (!g_log_errors.empty()) {
+        full += ": " + g_log_errors;
+        while (!full.empty() && (full.back() == '\n' || full.back() == ' ')) {
+            full.pop_back();
+        }
+    }
+    set_error(full);
+}
+
+void log_callback(ggml_log_level level, const char * text, void * /*user_data*/) {
+    if (level == GGML_LOG_LEVEL_ERROR && g_log_errors.size() < 4096) {
+        g_log_errors += text;
+    }
+    const bool show = g_verbosity >= 2 || (g_verbosity == 1 && (level == GGML_LOG_LEVEL_ERROR || level == GGML_LOG_LEVEL_WARN));
+    if (show) {
+        fputs(text, stderr);
+    }
+}
+
+// Runs f, turning C++ exceptions into LLAMA_MTP_ERR_INTERNAL: nothing may cross the C boundary.
+template <typename F> int32_t guarded(const char * what, F && f) {
+    g_last_error.clear();
+    g_log_errors.clear();
+    try {
+        return f();
+    } catch (const std::exception & e) {
+        set_error(std::string(what) + ": " + e.what());
+    } catch (...) {
+        set_error(std::string(what) + ": unknown C++ exception");
+    }
+    return LLAMA_MTP_ERR_INTERNAL;
+}
+
+std::string g_backends;
+std::string g_devices;
+
+}  // namespace
+
+extern "C" {
+
+const char * llama_mtp_last_error(void) {
+    return g_last_error.c_str();
+}
+
+void llama_mtp_init(int32_t verbosity) {
+    static std::once_flag once;
+    g_verbosity = verbosity;
+    std::call_once(once, [] {
+        llama_log_set(log_callback, nullptr);
+        llama_backend_init();
+        ggml_backend_load_all();
+    });
+}
+
+const char * llama_mtp_llama_commit(void) {
+    return PYLLAMA_MTP_LLAMA_COMMIT;
+}
+
+const char * llama_mtp_patches(void) {
+    return PYLLAMA_MTP_PATCHES;
+}
+
+const char * llama_mtp_backends(void) {
+    g_backends.clear();
+    for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
+        g_backends += (i ? "," : "") + std::string(ggml_backend_reg_name(ggml_backend_reg_get(i)));
+    }
+    return g_backends.c_str();
+}
+
+const char * llama_mtp_devices(void) {
+    g_devices.clear();
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        g_devices += std::string(ggml_backend_dev_name(dev)) + ": " + ggml_backend_dev_description(dev) + "\n";
+    }
+    return g_devices.c_str();
+}
+
+struct llama_mtp_model_params llama_mtp_model_default_params(void) {
+    return { -1, true, false };
+}
+
+int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params params, struct llama_model ** out) {
+    if (out == nullptr) {
+        set_error("out is NULL");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    *out = nullptr;
+    return guarded("model load", [&]() -> int32_t {
+        if (path == nullptr) {
+            set_error("path is NULL");
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
+        llama_model_params mp = llama_model_default_params();
+        mp.n_gpu_layers       = params.n_gpu_layers;
+        if (!params.use_mmap) {
+            mp.load_mode = LLAMA_LOAD_MODE_NONE;
+        }
+        mp.vocab_only         = params.vocab_only;
+        *out                  = llama_model_load_from_file(path, mp);
+        if (*out == nullptr) {
+            set_error_with_log(std::string("failed to load model from ") + path);
+            return LLAMA_MTP_ERR_LOAD;
+        }
+        return LLAMA_MTP_OK;
+    });
+}
+
+struct llama_mtp_context_params llama_mtp_context_default_params(void) {
+    llama_mtp_context_params p{};
+    p.n_ctx       = 512;
+    p.n_batch     = 512;
+    p.n_ubatch    = 512;
+    p.n_threads   = 0;
+    p.embeddings  = false;
+    p.offload_kqv = true;
+    p.ctx_other   = nullptr;
+    p.ctx_type    = LLAMA_CONTEXT_TYPE_DEFAULT;
+    return p;
+}
+
+int32_t llama_mtp_context_create(struct llama_model * model, struct llama_mtp_context_params params,
+                                 struct llama_context ** out) {
+    if (out == nullptr || model == nullptr) {
+        set_error("model and out must not be NULL");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    *out = nullptr;
+    return guarded("context create", [&]() -> int32_t {
+        llama_context_params cp = llama_context_default_params();
+        cp.n_ctx                = params.n_ctx;
+        cp.n_batch              = params.n_batch;
+        cp.n_ubatch             = params.n_ubatch;
+        if (params.n_threads > 0) {
+            cp.n_threads       = params.n_threads;
+            cp.n_threads_batch = params.n_threads;
+        }
+        cp.embeddings  = params.embeddings;
+        cp.offload_kqv = params.offload_kqv;
+        cp.ctx_other   = params.ctx_other;
+        cp.ctx_type    = static_cast<llama_context_type>(params.ctx_type);
+        *out           = llama_init_from_model(model, cp);
+        if (*out == nullptr) {
+            set_error_with_log("failed to create context");
+            return LLAMA_MTP_ERR_CONTEXT;
+        }
+        return LLAMA_MTP_OK;
+    });
+}
+
+int32_t llama_mtp_decode(struct llama_context * ctx, const llama_token * tokens, int32_t n, llama_pos pos,
+                         llama_seq_id seq, int32_t logits_mode) {
+    if (ctx == nullptr || tokens == nullptr || n <= 0) {
+        set_error("decode needs a context and at least one token");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    return guarded("decode", [&]() -> int32_t {
+        const llama_vocab * vocab    = llama_model_get_vocab(llama_get_model(ctx));
+        const int32_t       n_vocab  = llama_vocab_n_tokens(vocab);
+        const uint32_t      n_ctx    = llama_n_ctx(ctx);
+        for (int32_t i = 0; i < n; ++i) {
+            if (tokens[i] < 0 || tokens[i] >= n_vocab) {
+                set_error("token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                          " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
+                return LLAMA_MTP_ERR_INVALID_ARG;
+            }
+        }
+        if (pos < 0 || static_cast<int64_t>(pos) + n > static_cast<int64_t>(n_ctx)) {
+            set_error("positions " + std::to_string(pos) + ".." + std::to_string(pos + n) +
+                      " exceed the context size " + std::to_string(n_ctx));
+            return LLAMA_MTP_ERR_KV_FULL;
+        }
+        llama_batch batch = llama_batch_init(n, 0, 1);
+        for (int32_t i = 0; i < n; ++i) {
+            batch.token[i]     = tokens[i];
+            batch.pos[i]       = pos + i;
+            batch.n_seq_id[i]  = 1;
+            batch.seq_id[i][0] = seq;
+            batch.logits[i]    = logits_mode == 1 || i == n - 1;
+        }
+        batch.n_tokens  = n;
+        const int32_t r = llama_decode(ctx, batch);
+        llama_batch_free(batch);
+        if (r == 1) {
+            set_error_with_log("no KV cache slot for the batch");
+            return LLAMA_MTP_ERR_KV_FULL;
+        }
+        if (r != 0) {
+            set_error_with_log("llama_decode returned " + std::to_string(r));
+            return LLAMA_MTP_ERR_DECODE;
+        }
+        return LLAMA_MTP_OK;
+    });
+}
+
+int32_t llama_mtp_generate_greedy(struct llama_context * ctx, const llama_token * prompt, int32_t n_prompt,
+                                  int32_t n_max, llama_token * out, int32_t * n_out) {
+    if (n_out == nullptr || out == nullptr || n_max < 0) {
+        set_error("generate needs an output buffer");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    *n_out     = 0;
+    int32_t rc = llama_mtp_decode(ctx, prompt, n_prompt, 0, 0, 0);
+    if (rc != LLAMA_MTP_OK) {
+        return rc;
+    }
+    return guarded("generate", [&]() -> int32_t {
+        const llama_vocab * vocab   = llama_model_get_vocab(llama_get_model(ctx));
+        const int32_t       n_vocab = llama_vocab_n_tokens(vocab);
+        llama_pos           pos     = n_prompt;
+        for (int32_t i = 0; i < n_max; ++i) {
+            const float * logits = llama_get_logits_ith(ctx, -1);
+            llama_token   best   = 0;
+            for (int32_t t = 1; t < n_vocab; ++t) {
+                if (logits[t] > logits[best]) {
+                    best = t;
+                }
+            }
+            out[(*n_out)++] = best;
+            if (llama_vocab_is_eog(vocab, best) || i + 1 == n_max) {
+                break;
+            }
+            const int32_t r = llama_mtp_decode(ctx, &best, 1, pos++, 0, 0);
+            if (r != LLAMA_MTP_OK) {
+                return r;
+            }
+        }
+        return LLAMA_MTP_OK;
+    });
+}
+
+}  // extern "C"

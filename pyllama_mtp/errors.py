@@ -1,0 +1,31 @@
+"""Exception types raised by pyllama-mtp. Every native failure maps to one of these."""
+
+from __future__ import annotations
+
+
+class PyllamaMtpError(Exception):
+    """Base class of every error raised by pyllama-mtp."""
+
+
+class ModelLoadError(PyllamaMtpError):
+    """A model file is missing, unreadable, truncated, corrupt or of an unsupported architecture."""
+
+
+class ContextError(PyllamaMtpError):
+    """A context could not be created (bad parameters, out of memory, missing ``ctx_other``)."""
+
+
+class DecodeError(PyllamaMtpError):
+    """The native decode failed."""
+
+
+class ContextOverflowError(DecodeError):
+    """The tokens do not fit in the context's KV cache (``n_ctx``)."""
+
+
+class InvalidTokenError(PyllamaMtpError, ValueError):
+    """A token id outside the model's vocabulary."""
+
+
+class ClosedError(PyllamaMtpError):
+    """A model, context or session was used after ``close()``."""

@@ -1,0 +1,135 @@
+"""Tiny random Gemma-4 target + assistant pairs, built with Hugging Face ``transformers``.
+
+The HF models are the independent reference; the GGUFs come from the pinned
+tree's own ``convert_hf_to_gguf.py``. Results are cached by a hash of the
+configuration (``PYLLAMA_MTP_FIXTURE_CACHE``, default ``~/.cache/pyllama-mtp/fixtures``).
+Needs the ``[convert]`` extra and torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+FIXTURE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """Shape of a tiny pair. The target and drafter widths differ on purpose (n_embd_out matters)."""
+
+    target_hidden: int = 256
+    target_layers: int = 4
+    drafter_hidden: int = 128
+    drafter_layers: int = 2
+    sliding_window: int = 32
+    init_std: float = 0.1  # larger than HF's 0.02 so greedy logits have clear margins
+    seed: int = 0
+    outtype: str = "f32"
+
+    def key(self) -> str:
+        blob = json.dumps({"v": FIXTURE_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Pair:
+    root: Path
+    target_hf: Path
+    drafter_hf: Path
+    target_gguf: Path
+    drafter_gguf: Path
+
+
+def cache_root() -> Path:
+    env = os.environ.get("PYLLAMA_MTP_FIXTURE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "pyllama-mtp" / "fixtures"
+
+
+def llama_tree() -> Path:
+    """The llama.cpp tree the build used (converter + gguf-py)."""
+    env = os.environ.get("PYLLAMA_MTP_LLAMA_TREE")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp")
+    for c in candidates:
+        if (c / "convert_hf_to_gguf.py").is_file():
+            return c
+    raise FileNotFoundError("no llama.cpp tree with convert_hf_to_gguf.py; set PYLLAMA_MTP_LLAMA_TREE")
+
+
+def _tokenizer():  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [("the quick brown fox jumps over the lazy dog " * 3 + str(i)) for i in range(200)]
+    corpus += ["speculative decoding with a drafter head and a target model " * 2] * 50
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    trainer = trainers.BpeTrainer(
+        vocab_size=384, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"], initial_alphabet=[], limit_alphabet=64
+    )
+    tok.train_from_iterator(corpus, trainer)
+    tok.add_tokens([f"<0x{i:02X}>" for i in range(256)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def _build_hf(cfg: PairConfig, root: Path) -> None:
+    import torch
+    from transformers import Gemma4AssistantConfig, Gemma4AssistantForCausalLM, Gemma4ForCausalLM, Gemma4TextConfig
+
+    torch.manual_seed(cfg.seed)
+    tok = _tokenizer()
+    vocab = len(tok)
+
+    def text_cfg(hidden: int, layers: int) -> Gemma4TextConfig:
+        return Gemma4TextConfig(
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=32, global_head_dim=64,
+            sliding_window=cfg.sliding_window,
+            layer_types=["sliding_attention"] * (layers - 1) + ["full_attention"],
+            hidden_size_per_layer_input=0, vocab_size_per_layer_input=0,
+            pad_token_id=0, eos_token_id=1, bos_token_id=2, final_logit_softcapping=30.0,
+            initializer_range=cfg.init_std,
+        )  # fmt: skip
+
+    target = Gemma4ForCausalLM(text_cfg(cfg.target_hidden, cfg.target_layers)).eval()
+    target.save_pretrained(root / "target-hf")
+    tok.save_pretrained(root / "target-hf")
+    acfg = Gemma4AssistantConfig(
+        text_config=text_cfg(cfg.drafter_hidden, cfg.drafter_layers).to_dict(), backbone_hidden_size=cfg.target_hidden
+    )
+    drafter = Gemma4AssistantForCausalLM(acfg).eval()
+    drafter.save_pretrained(root / "drafter-hf")
+    tok.save_pretrained(root / "drafter-hf")
+
+
+def _convert(hf_dir: Path, out: Path, outtype: str) -> None:
+    tree = llama_tree()
+    env = {**os.environ, "PYTHONPATH": str(tree / "gguf-py") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, str(tree / "convert_hf_to_gguf.py"), str(hf_dir), "--outfile", str(out), "--outtype", outtype]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"convert_hf_to_gguf.py failed for {hf_dir}:\n{res.stderr[-4000:]}")
+
+
+def build_pair(cfg: PairConfig = PairConfig()) -> Pair:
+    """Build (or reuse from the cache) the HF pair and its GGUF conversion."""
+    root = cache_root() / cfg.key()
+    pair = Pair(root, root / "target-hf", root / "drafter-hf", root / "target.gguf", root / "drafter.gguf")
+    if (root / "done").is_file():
+        return pair
+    root.mkdir(parents=True, exist_ok=True)
+    _build_hf(cfg, root)
+    _convert(pair.target_hf, pair.target_gguf, cfg.outtype)
+    _convert(pair.drafter_hf, pair.drafter_gguf, cfg.outtype)
+    (root / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    (root / "done").write_text("ok")
+    return pair

@@ -1,0 +1,186 @@
+"""``Model``: one loaded GGUF file (weights + vocabulary)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ._native import check, cstr, ffi, lib
+from .errors import ClosedError, InvalidTokenError, ModelLoadError
+
+GGUF_MAGIC = b"GGUF"
+
+
+def _precheck(path: Path) -> None:
+    """Refuse what is plainly not a GGUF before native code sees it, with the path in the message."""
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read: {exc.strerror}") from exc
+    if len(head) < 8:
+        raise ModelLoadError(f"{path}: file is empty or truncated ({len(head)} bytes)")
+    if head[:4] != GGUF_MAGIC:
+        raise ModelLoadError(f"{path}: not a GGUF file (magic {head[:4]!r})")
+
+
+class Model:
+    """A GGUF model loaded by llama.cpp.
+
+    Use as a context manager, or call :meth:`close`; contexts made from a model
+    must be closed before it.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        n_gpu_layers: int = -1,
+        use_mmap: bool = True,
+        vocab_only: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        _precheck(self.path)
+        params = lib.llama_mtp_model_default_params()
+        params.n_gpu_layers = n_gpu_layers
+        params.use_mmap = use_mmap
+        params.vocab_only = vocab_only
+        out = ffi.new("struct llama_model **")
+        check(lib.llama_mtp_model_load(os.fsencode(self.path), params, out))
+        self._ptr: Any = out[0]
+        self._vocab = lib.llama_model_get_vocab(self._ptr)
+        self.metadata: dict[str, str] = self._read_metadata()
+
+    # -- lifetime -------------------------------------------------------------
+    @property
+    def ptr(self) -> Any:
+        """The native ``llama_model *`` (raises :class:`ClosedError` after close)."""
+        if self._ptr is None:
+            raise ClosedError(f"model {self.path} is closed")
+        return self._ptr
+
+    def close(self) -> None:
+        """Free the native model. Idempotent."""
+        if getattr(self, "_ptr", None) is not None:
+            lib.llama_model_free(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    # -- facts ----------------------------------------------------------------
+    def _read_metadata(self) -> dict[str, str]:
+        buf = ffi.new("char[]", 1 << 16)
+        meta = {}
+        for i in range(lib.llama_model_meta_count(self._ptr)):
+            if lib.llama_model_meta_key_by_index(self._ptr, i, buf, len(buf)) < 0:
+                continue
+            key = cstr(buf)
+            if lib.llama_model_meta_val_str_by_index(self._ptr, i, buf, len(buf)) >= 0:
+                meta[key] = cstr(buf)
+        return meta
+
+    @property
+    def arch(self) -> str:
+        """``general.architecture`` (e.g. ``gemma4``, ``gemma4_assistant``)."""
+        return self.metadata.get("general.architecture", "")
+
+    @property
+    def n_vocab(self) -> int:
+        return int(lib.llama_vocab_n_tokens(self._vocab))
+
+    @property
+    def n_embd(self) -> int:
+        """Width of the model's own hidden state."""
+        return int(lib.llama_model_n_embd(self.ptr))
+
+    @property
+    def n_embd_out(self) -> int:
+        """Width of the hidden rows the model publishes (a drafter's is its target's width)."""
+        return int(lib.llama_model_n_embd_out(self.ptr))
+
+    @property
+    def n_layer(self) -> int:
+        return int(lib.llama_model_n_layer(self.ptr))
+
+    @property
+    def size_bytes(self) -> int:
+        return int(lib.llama_model_size(self.ptr))
+
+    @property
+    def description(self) -> str:
+        buf = ffi.new("char[]", 256)
+        lib.llama_model_desc(self.ptr, buf, len(buf))
+        return cstr(buf)
+
+    @property
+    def bos(self) -> int:
+        return int(lib.llama_vocab_bos(self._vocab))
+
+    @property
+    def eos(self) -> int:
+        return int(lib.llama_vocab_eos(self._vocab))
+
+    def is_eog(self, token: int) -> bool:
+        """Whether ``token`` ends generation (EOS, EOT and the like)."""
+        return bool(lib.llama_vocab_is_eog(self._vocab, token))
+
+    # -- vocabulary -----------------------------------------------------------
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of ``text``; ``add_special`` adds BOS where the model wants one."""
+        self.ptr  # noqa: B018  (raises when closed)
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        out = ffi.new("llama_token[]", cap)
+        n = lib.llama_tokenize(self._vocab, data, len(data), out, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            out = ffi.new("llama_token[]", cap)
+            n = lib.llama_tokenize(self._vocab, data, len(data), out, cap, add_special, parse_special)
+        return list(ffi.unpack(out, n))
+
+    def check_tokens(self, tokens: list[int]) -> None:
+        """Raise :class:`InvalidTokenError` for any id outside the vocabulary."""
+        n_vocab = self.n_vocab
+        for i, t in enumerate(tokens):
+            if not 0 <= t < n_vocab:
+                raise InvalidTokenError(f"token id {t} at index {i} is outside the vocabulary [0, {n_vocab})")
+
+    def token_to_piece(self, token: int, *, special: bool = False) -> bytes:
+        """The bytes one token stands for (may be part of a UTF-8 character)."""
+        self.check_tokens([token])
+        buf = ffi.new("char[]", 64)
+        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ffi.new("char[]", -n)
+            n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return bytes(ffi.buffer(buf, n))
+
+    def detokenize(self, tokens: list[int], *, remove_special: bool = False, unparse_special: bool = False) -> str:
+        """Text of ``tokens`` (invalid UTF-8 replaced)."""
+        self.check_tokens(tokens)
+        arr = ffi.new("llama_token[]", tokens or [0])
+        cap = max(16, 8 * len(tokens))
+        buf = ffi.new("char[]", cap)
+        n = lib.llama_detokenize(self._vocab, arr, len(tokens), buf, cap, remove_special, unparse_special)
+        if n < 0:
+            cap = -n
+            buf = ffi.new("char[]", cap)
+            n = lib.llama_detokenize(self._vocab, arr, len(tokens), buf, cap, remove_special, unparse_special)
+        return bytes(ffi.buffer(buf, n)).decode("utf-8", errors="replace")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ptr is None else f"{self.arch}, {self.n_vocab} tokens"
+        return f"Model({str(self.path)!r}, {state})"

@@ -1,0 +1,33 @@
+"""Shared fixtures: the tiny random Gemma-4 pair (HF reference + converted GGUFs)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyllama_mtp import Context, Model
+from pyllama_mtp.fixtures import Pair, build_pair
+
+
+# The converter comes from the tree this checkout built against.
+os.environ.setdefault("PYLLAMA_MTP_LLAMA_TREE", str(Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp"))
+
+
+@pytest.fixture(scope="session")
+def pair() -> Pair:
+    return build_pair()
+
+
+@pytest.fixture(scope="session")
+def target(pair: Pair) -> Iterator[Model]:
+    with Model(pair.target_gguf, n_gpu_layers=-1) as model:
+        yield model
+
+
+@pytest.fixture()
+def ctx(target: Model) -> Iterator[Context]:
+    with Context(target, n_ctx=256, n_threads=2) as context:
+        yield context

@@ -1,0 +1,48 @@
+"""The pinned source: checksum enforcement and the offline override."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pyllama_mtp import _vendor
+
+
+def test_sdist_with_wrong_checksum_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "llama_cpp_python-0.3.36.tar.gz"
+    fake.write_bytes(b"not the pinned archive")
+    with pytest.raises(_vendor.VendorError, match="does not match the pinned"):
+        _vendor.verify_sdist(fake)
+
+
+def test_override_with_wrong_sdist_is_refused_before_extraction(tmp_path: Path, monkeypatch) -> None:
+    fake = tmp_path / "fake.tar.gz"
+    with tarfile.open(fake, "w:gz") as tar:
+        data = b"int main;"
+        info = tarfile.TarInfo("pkg/vendor/llama.cpp/include/llama.h")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setenv("PYLLAMA_MTP_LLAMA_SRC", str(fake))
+    dest = tmp_path / "llama.cpp"
+    with pytest.raises(_vendor.VendorError, match="sha256"):
+        _vendor.obtain(dest, tmp_path / "cache")
+    assert not dest.exists()
+
+
+def test_override_must_be_a_tree_or_sdist(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PYLLAMA_MTP_LLAMA_SRC", str(tmp_path))
+    with pytest.raises(_vendor.VendorError, match="neither"):
+        _vendor.obtain(tmp_path / "dest", tmp_path / "cache")
+
+
+def test_override_tree_is_copied(tmp_path: Path, monkeypatch) -> None:
+    src = tmp_path / "src"
+    (src / "include").mkdir(parents=True)
+    (src / "include" / "llama.h").write_text("// header\n")
+    monkeypatch.setenv("PYLLAMA_MTP_LLAMA_SRC", str(src))
+    origin = _vendor.obtain(tmp_path / "dest", tmp_path / "cache")
+    assert origin.startswith("tree")
+    assert (tmp_path / "dest" / "include" / "llama.h").read_text() == "// header\n"
