@@ -19,7 +19,7 @@ def _make_patch(tmp_path: Path, name: str, before: str, after: str) -> Path:
         (d / "src").mkdir(parents=True, exist_ok=True)
         (d / "src" / "f.c").write_text(text)
     res = subprocess.run(
-        ["git", "diff", "--no-index", "--src-prefix=a/", "--dst-prefix=b/", "a/src/f.c", "b/src/f.c"],
+        ["git", "diff", "--no-index", "--no-prefix", "a/src/f.c", "b/src/f.c"],
         cwd=tmp_path, capture_output=True, text=True,
     )  # fmt: skip
     patch = tmp_path / "patches" / name

@@ -4,7 +4,7 @@ Runs standalone (stdlib only) so CMake can call it inside pip's isolated build
 environment, where neither pip nor this package is importable. The pin lives in
 ``upstream.json`` next to this file.
 
-    python pyllama_mtp/_vendor.py prepare --dest vendor/llama.cpp --patches patches
+    python src/pyllama_mtp/_vendor.py prepare --dest vendor/llama.cpp --patches patches
 
 Source order: ``PYLLAMA_MTP_LLAMA_SRC`` (a tree or the sdist, works offline),
 an already prepared ``--dest``, then the sdist fetched by package name from the

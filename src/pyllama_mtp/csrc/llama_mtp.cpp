@@ -4,6 +4,7 @@
 
 #include "ggml-backend.h"
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <exception>
@@ -204,25 +205,38 @@ int32_t llama_mtp_decode(struct llama_context * ctx, const llama_token * tokens,
                       " exceed the context size " + std::to_string(n_ctx));
             return LLAMA_MTP_ERR_KV_FULL;
         }
-        llama_batch batch = llama_batch_init(n, 0, 1);
-        for (int32_t i = 0; i < n; ++i) {
-            batch.token[i]     = tokens[i];
-            batch.pos[i]       = pos + i;
-            batch.n_seq_id[i]  = 1;
-            batch.seq_id[i][0] = seq;
-            batch.logits[i]    = logits_mode == 1 || i == n - 1;
+        // llama_decode asserts on batches larger than n_batch: split here instead.
+        const int32_t n_batch = static_cast<int32_t>(llama_n_batch(ctx));
+        if (logits_mode == 1 && n > n_batch) {
+            set_error("logits for every token need n <= n_batch (" + std::to_string(n_batch) + "), got " +
+                      std::to_string(n));
+            return LLAMA_MTP_ERR_INVALID_ARG;
         }
-        batch.n_tokens  = n;
-        const int32_t r = llama_decode(ctx, batch);
+        llama_batch batch = llama_batch_init(std::min(n, n_batch), 0, 1);
+        for (int32_t start = 0; start < n; start += n_batch) {
+            const int32_t len = std::min(n_batch, n - start);
+            for (int32_t i = 0; i < len; ++i) {
+                const int32_t j    = start + i;
+                batch.token[i]     = tokens[j];
+                batch.pos[i]       = pos + j;
+                batch.n_seq_id[i]  = 1;
+                batch.seq_id[i][0] = seq;
+                batch.logits[i]    = logits_mode == 1 || j == n - 1;
+            }
+            batch.n_tokens  = len;
+            const int32_t r = llama_decode(ctx, batch);
+            if (r == 1) {
+                llama_batch_free(batch);
+                set_error_with_log("no KV cache slot for the batch");
+                return LLAMA_MTP_ERR_KV_FULL;
+            }
+            if (r != 0) {
+                llama_batch_free(batch);
+                set_error_with_log("llama_decode returned " + std::to_string(r));
+                return LLAMA_MTP_ERR_DECODE;
+            }
+        }
         llama_batch_free(batch);
-        if (r == 1) {
-            set_error_with_log("no KV cache slot for the batch");
-            return LLAMA_MTP_ERR_KV_FULL;
-        }
-        if (r != 0) {
-            set_error_with_log("llama_decode returned " + std::to_string(r));
-            return LLAMA_MTP_ERR_DECODE;
-        }
         return LLAMA_MTP_OK;
     });
 }

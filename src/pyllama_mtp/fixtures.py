@@ -55,7 +55,7 @@ def llama_tree() -> Path:
     """The llama.cpp tree the build used (converter + gguf-py)."""
     env = os.environ.get("PYLLAMA_MTP_LLAMA_TREE")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp")
+    candidates.append(Path(__file__).resolve().parents[2] / "vendor" / "llama.cpp")
     for c in candidates:
         if (c / "convert_hf_to_gguf.py").is_file():
             return c
