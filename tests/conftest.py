@@ -11,7 +11,6 @@ import pytest
 from pyllama_mtp import Context, Model
 from pyllama_mtp.fixtures import Pair, build_pair
 
-
 # The converter comes from the tree this checkout built against.
 os.environ.setdefault("PYLLAMA_MTP_LLAMA_TREE", str(Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp"))
 

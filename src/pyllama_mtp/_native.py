@@ -10,9 +10,7 @@ from . import errors
 try:
     from ._lib import ffi, lib
 except ImportError as exc:  # pragma: no cover - only without a build
-    raise ImportError(
-        "pyllama_mtp._lib is not built; install the package with `pip install .` (see README)"
-    ) from exc
+    raise ImportError("pyllama_mtp._lib is not built; install the package with `pip install .` (see README)") from exc
 
 __all__ = ["ffi", "lib", "check", "raise_status", "cstr"]
 

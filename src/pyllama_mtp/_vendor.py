@@ -96,7 +96,9 @@ def _project_files(index: str) -> dict[str, str]:
     if body.lstrip().startswith("{"):
         return {f["filename"]: urllib.parse.urljoin(page, f["url"]) for f in json.loads(body)["files"]}
     links = re.findall(r'href="([^"]+)"', body)
-    return {urllib.parse.unquote(link.split("#")[0].rsplit("/", 1)[-1]): urllib.parse.urljoin(page, link) for link in links}
+    return {
+        urllib.parse.unquote(link.split("#")[0].rsplit("/", 1)[-1]): urllib.parse.urljoin(page, link) for link in links
+    }
 
 
 def fetch_sdist(cache_dir: Path) -> Path:
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             print(fetch_sdist(args.cache_dir))
         else:
             sys.path.insert(0, str(HERE))
-            from patches import apply_series  # noqa: PLC0415  (sibling module, stdlib only)
+            from patches import apply_series  # type: ignore[attr-defined,unused-ignore]  # sibling, stdlib only
 
             args.dest.parent.mkdir(parents=True, exist_ok=True)
             origin = obtain(args.dest, args.cache_dir)

@@ -23,7 +23,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         tokens = ctx.generate_greedy(prompt, args.n_predict)
         elapsed = time.perf_counter() - start
         print(target.detokenize(tokens))
-        print(f"{len(tokens)} tokens in {elapsed:.3f} s ({len(tokens) / max(elapsed, 1e-9):.1f} tokens/s)", file=sys.stderr)
+        print(
+            f"{len(tokens)} tokens in {elapsed:.3f} s ({len(tokens) / max(elapsed, 1e-9):.1f} tokens/s)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -87,9 +87,7 @@ class Context:
             raise ValueError("decode needs at least one token")
         self.model.check_tokens(tokens)
         if self.n_past + len(tokens) > self.n_ctx:
-            raise ContextOverflowError(
-                f"{len(tokens)} tokens after {self.n_past} do not fit in n_ctx={self.n_ctx}"
-            )
+            raise ContextOverflowError(f"{len(tokens)} tokens after {self.n_past} do not fit in n_ctx={self.n_ctx}")
         arr = ffi.new("llama_token[]", tokens)
         check(lib.llama_mtp_decode(self.ptr, arr, len(tokens), self.n_past, 0, 1 if all_logits else 0))
         self.n_past += len(tokens)

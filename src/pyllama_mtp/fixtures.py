@@ -114,7 +114,15 @@ def _build_hf(cfg: PairConfig, root: Path) -> None:
 def _convert(hf_dir: Path, out: Path, outtype: str) -> None:
     tree = llama_tree()
     env = {**os.environ, "PYTHONPATH": str(tree / "gguf-py") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, str(tree / "convert_hf_to_gguf.py"), str(hf_dir), "--outfile", str(out), "--outtype", outtype]
+    cmd = [
+        sys.executable,
+        str(tree / "convert_hf_to_gguf.py"),
+        str(hf_dir),
+        "--outfile",
+        str(out),
+        "--outtype",
+        outtype,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise RuntimeError(f"convert_hf_to_gguf.py failed for {hf_dir}:\n{res.stderr[-4000:]}")
