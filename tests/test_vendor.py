@@ -46,3 +46,23 @@ def test_override_tree_is_copied(tmp_path: Path, monkeypatch) -> None:
     origin = _vendor.obtain(tmp_path / "dest", tmp_path / "cache")
     assert origin.startswith("tree")
     assert (tmp_path / "dest" / "include" / "llama.h").read_text() == "// header\n"
+
+
+def test_extraction_takes_only_the_subtree_and_drops_its_gitlink(tmp_path: Path, monkeypatch) -> None:
+    fake = tmp_path / "fake.tar.gz"
+    with tarfile.open(fake, "w:gz") as tar:
+        for name, data in [
+            ("pkg/vendor/llama.cpp/include/llama.h", b"// h"),
+            ("pkg/vendor/llama.cpp/.git", b"gitdir: ../../.git/modules/vendor/llama.cpp"),
+            ("pkg/llama_cpp/__init__.py", b""),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setitem(_vendor.PIN, "sdist_sha256", _vendor.sha256_of(fake))
+    dest = tmp_path / "llama.cpp"
+    _vendor.extract_tree(fake, dest)
+    assert (dest / "include" / "llama.h").read_bytes() == b"// h"
+    assert not (dest / ".git").exists()
+    assert not (dest / "llama_cpp").exists()
+    assert (dest / _vendor.STAMP).is_file()

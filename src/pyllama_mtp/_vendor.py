@@ -44,7 +44,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_sdist(path: Path, expected: str = PIN["sdist_sha256"]) -> None:
+def verify_sdist(path: Path) -> None:
+    expected = PIN["sdist_sha256"]
     got = sha256_of(path)
     if got != expected:
         raise VendorError(f"{path}: sha256 {got} does not match the pinned {expected}; refusing to use it")
@@ -140,7 +141,9 @@ def extract_tree(sdist: Path, dest: Path) -> None:
         with tarfile.open(sdist) as tar:
             top = tar.getnames()[0].split("/")[0]
             prefix = f"{top}/{PIN['subdir']}/"
-            members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
+            # The sdist's subtree carries a submodule's `.git` file pointing nowhere; git would
+            # then refuse to apply patches in it.
+            members = [m for m in tar.getmembers() if m.name.startswith(prefix) and m.name != prefix + ".git"]
             for m in members:
                 m.name = m.name[len(prefix) :]
             tar.extractall(tmp, members=[m for m in members if m.name], filter="data")
@@ -155,7 +158,7 @@ def extract_tree(sdist: Path, dest: Path) -> None:
 def copy_tree(src: Path, dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(src, dest, symlinks=True)
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns(".git"))
 
 
 def obtain(dest: Path, cache_dir: Path) -> str:

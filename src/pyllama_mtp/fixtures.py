@@ -141,3 +141,14 @@ def build_pair(cfg: PairConfig = PairConfig()) -> Pair:
     (root / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     (root / "done").write_text("ok")
     return pair
+
+
+def hf_greedy(pair: Pair, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """New tokens of Hugging Face's own greedy generation with the pair's target (the reference)."""
+    import torch
+    from transformers import Gemma4ForCausalLM
+
+    hf = Gemma4ForCausalLM.from_pretrained(pair.target_hf, dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = hf.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False)
+    return [int(t) for t in out[0, len(prompt) :]]

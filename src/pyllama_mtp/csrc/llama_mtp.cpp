@@ -2,8 +2,6 @@
 // loops that must not run per token in Python.
 #include "llama_mtp.h"
 
-#include "ggml-backend.h"
-
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
@@ -11,6 +9,8 @@
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "ggml-backend.h"
 
 #ifndef PYLLAMA_MTP_LLAMA_COMMIT
 #    define PYLLAMA_MTP_LLAMA_COMMIT "unknown"
@@ -45,14 +45,16 @@ void log_callback(ggml_log_level level, const char * text, void * /*user_data*/)
     if (level == GGML_LOG_LEVEL_ERROR && g_log_errors.size() < 4096) {
         g_log_errors += text;
     }
-    const bool show = g_verbosity >= 2 || (g_verbosity == 1 && (level == GGML_LOG_LEVEL_ERROR || level == GGML_LOG_LEVEL_WARN));
+    const bool show =
+        g_verbosity >= 2 || (g_verbosity == 1 && (level == GGML_LOG_LEVEL_ERROR || level == GGML_LOG_LEVEL_WARN));
     if (show) {
         fputs(text, stderr);
     }
 }
 
 // Runs f, turning C++ exceptions into LLAMA_MTP_ERR_INTERNAL: nothing may cross the C boundary.
-template <typename F> int32_t guarded(const char * what, F && f) {
+template <typename F>
+int32_t guarded(const char * what, F && f) {
     g_last_error.clear();
     g_log_errors.clear();
     try {
@@ -112,7 +114,7 @@ const char * llama_mtp_devices(void) {
 }
 
 struct llama_mtp_model_params llama_mtp_model_default_params(void) {
-    return { -1, true, false };
+    return {-1, true, false};
 }
 
 int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params params, struct llama_model ** out) {
@@ -131,8 +133,8 @@ int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params pa
         if (!params.use_mmap) {
             mp.load_mode = LLAMA_LOAD_MODE_NONE;
         }
-        mp.vocab_only         = params.vocab_only;
-        *out                  = llama_model_load_from_file(path, mp);
+        mp.vocab_only = params.vocab_only;
+        *out          = llama_model_load_from_file(path, mp);
         if (*out == nullptr) {
             set_error_with_log(std::string("failed to load model from ") + path);
             return LLAMA_MTP_ERR_LOAD;
@@ -190,9 +192,9 @@ int32_t llama_mtp_decode(struct llama_context * ctx, const llama_token * tokens,
         return LLAMA_MTP_ERR_INVALID_ARG;
     }
     return guarded("decode", [&]() -> int32_t {
-        const llama_vocab * vocab    = llama_model_get_vocab(llama_get_model(ctx));
-        const int32_t       n_vocab  = llama_vocab_n_tokens(vocab);
-        const uint32_t      n_ctx    = llama_n_ctx(ctx);
+        const llama_vocab * vocab   = llama_model_get_vocab(llama_get_model(ctx));
+        const int32_t       n_vocab = llama_vocab_n_tokens(vocab);
+        const uint32_t      n_ctx   = llama_n_ctx(ctx);
         for (int32_t i = 0; i < n; ++i) {
             if (tokens[i] < 0 || tokens[i] >= n_vocab) {
                 set_error("token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +

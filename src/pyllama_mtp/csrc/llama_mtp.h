@@ -48,14 +48,14 @@ LLAMA_API int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model
                                        struct llama_model ** out);
 
 struct llama_mtp_context_params {
-    uint32_t n_ctx;          // context size in tokens; 0 = from the model (default 512)
-    uint32_t n_batch;        // logical batch size (default 512)
-    uint32_t n_ubatch;       // physical batch size (default 512)
-    int32_t  n_threads;      // threads for generation; <= 0 = hardware threads (default 0)
-    bool     embeddings;     // output embeddings instead of logits (default false)
-    bool     offload_kqv;    // keep the KV cache on the GPU (default true)
-    struct llama_context * ctx_other;  // for draft contexts: the target context (default NULL)
-    int32_t  ctx_type;       // enum llama_context_type (default LLAMA_CONTEXT_TYPE_DEFAULT)
+    uint32_t               n_ctx;        // context size in tokens; 0 = from the model (default 512)
+    uint32_t               n_batch;      // logical batch size (default 512)
+    uint32_t               n_ubatch;     // physical batch size (default 512)
+    int32_t                n_threads;    // threads for generation; <= 0 = hardware threads (default 0)
+    bool                   embeddings;   // output embeddings instead of logits (default false)
+    bool                   offload_kqv;  // keep the KV cache on the GPU (default true)
+    struct llama_context * ctx_other;    // for draft contexts: the target context (default NULL)
+    int32_t                ctx_type;     // enum llama_context_type (default LLAMA_CONTEXT_TYPE_DEFAULT)
 };
 
 LLAMA_API struct llama_mtp_context_params llama_mtp_context_default_params(void);
