@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Build upstream's own tests/test-llama-archs from the patched tree and run it: random models
+# for every arch upstream knows, so our patches cannot silently break one. (Upstream skips
+# gemma4 and gemma4_assistant there; our HF-based fixtures are that coverage.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tree=vendor/llama.cpp
+build="${PYLLAMA_MTP_ARCHS_BUILD:-$HOME/.cache/pyllama-mtp/archs-build}"
+python3 src/pyllama_mtp/_vendor.py prepare --dest "$tree" --patches patches
+cmake -S "$tree" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF >/dev/null
+cmake --build "$build" --target test-llama-archs
+"$build/bin/test-llama-archs"
