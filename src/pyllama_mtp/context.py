@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ._native import check, ffi, lib
-from .errors import ClosedError, ContextError, ContextOverflowError
+from ._resource import NativeResource
+from .errors import ContextError, ContextOverflowError
 from .model import Model
 
 
-class Context:
+class Context(NativeResource):
     """One sequence of decoding state on ``model``.
 
     Logits returned by :meth:`logits` are copies: the native buffer is reused by
@@ -47,31 +47,14 @@ class Context:
         params.ctx_type = 1 if mtp else 0
         out = ffi.new("struct llama_context **")
         check(lib.llama_mtp_context_create(model.ptr, params, out), f"{model.path}: ")
-        self._ptr: Any = out[0]
+        self._ptr = out[0]
         self.n_past = 0
         self._n_outputs = 0
 
-    @property
-    def ptr(self) -> Any:
-        """The native ``llama_context *`` (raises :class:`ClosedError` after close)."""
-        if self._ptr is None:
-            raise ClosedError("context is closed")
-        return self._ptr
+    _kind = "context"
 
-    def close(self) -> None:
-        """Free the native context. Idempotent."""
-        if getattr(self, "_ptr", None) is not None:
-            lib.llama_free(self._ptr)
-            self._ptr = None
-
-    def __enter__(self) -> Context:
-        return self
-
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
+    def _free(self, ptr: Any) -> None:
+        lib.llama_free(ptr)
 
     @property
     def n_ctx(self) -> int:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from ._native import check, cstr, ffi, lib
-from .errors import ClosedError, InvalidTokenError, ModelLoadError
+from ._resource import NativeResource
+from .errors import InvalidTokenError, ModelLoadError
 
 GGUF_MAGIC = b"GGUF"
 
@@ -30,7 +30,7 @@ def _precheck(path: Path) -> None:
         raise ModelLoadError(f"{path}: not a GGUF file (magic {head[:4]!r})")
 
 
-class Model:
+class Model(NativeResource):
     """A GGUF model loaded by llama.cpp.
 
     Use as a context manager, or call :meth:`close`; contexts made from a model
@@ -53,32 +53,13 @@ class Model:
         params.vocab_only = vocab_only
         out = ffi.new("struct llama_model **")
         check(lib.llama_mtp_model_load(os.fsencode(self.path), params, out))
-        self._ptr: Any = out[0]
+        self._kind = f"model {self.path}"
+        self._ptr = out[0]
         self._vocab = lib.llama_model_get_vocab(self._ptr)
         self.metadata: dict[str, str] = self._read_metadata()
 
-    # -- lifetime -------------------------------------------------------------
-    @property
-    def ptr(self) -> Any:
-        """The native ``llama_model *`` (raises :class:`ClosedError` after close)."""
-        if self._ptr is None:
-            raise ClosedError(f"model {self.path} is closed")
-        return self._ptr
-
-    def close(self) -> None:
-        """Free the native model. Idempotent."""
-        if getattr(self, "_ptr", None) is not None:
-            lib.llama_model_free(self._ptr)
-            self._ptr = None
-
-    def __enter__(self) -> Model:
-        return self
-
-    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
+    def _free(self, ptr: Any) -> None:
+        lib.llama_model_free(ptr)
 
     # -- facts ----------------------------------------------------------------
     def _read_metadata(self) -> dict[str, str]:
