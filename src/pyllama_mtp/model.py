@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,16 @@ def _precheck(path: Path) -> None:
         raise ModelLoadError(f"{path}: file is empty or truncated ({len(head)} bytes)")
     if head[:4] != GGUF_MAGIC:
         raise ModelLoadError(f"{path}: not a GGUF file (magic {head[:4]!r})")
+
+
+def _fill(ctype: str, cap: int, call: Callable[[Any, int], int]) -> tuple[Any, int]:
+    """Run a llama.cpp fill-a-buffer call; it returns -needed when ``cap`` is too small, so retry once."""
+    buf = ffi.new(ctype, cap)
+    n = call(buf, cap)
+    if n < 0:
+        buf = ffi.new(ctype, -n)
+        n = call(buf, -n)
+    return buf, n
 
 
 class Model(NativeResource):
@@ -123,13 +134,11 @@ class Model(NativeResource):
         """Token ids of ``text``; ``add_special`` adds BOS where the model wants one."""
         self.ptr  # noqa: B018  (raises when closed)
         data = text.encode("utf-8")
-        cap = len(data) + 8
-        out = ffi.new("llama_token[]", cap)
-        n = lib.llama_tokenize(self._vocab, data, len(data), out, cap, add_special, parse_special)
-        if n < 0:
-            cap = -n
-            out = ffi.new("llama_token[]", cap)
-            n = lib.llama_tokenize(self._vocab, data, len(data), out, cap, add_special, parse_special)
+        out, n = _fill(
+            "llama_token[]",
+            len(data) + 8,
+            lambda buf, cap: lib.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, parse_special),
+        )
         return list(ffi.unpack(out, n))
 
     def check_tokens(self, tokens: list[int]) -> None:
@@ -142,24 +151,18 @@ class Model(NativeResource):
     def token_to_piece(self, token: int, *, special: bool = False) -> bytes:
         """The bytes one token stands for (may be part of a UTF-8 character)."""
         self.check_tokens([token])
-        buf = ffi.new("char[]", 64)
-        n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            buf = ffi.new("char[]", -n)
-            n = lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        buf, n = _fill("char[]", 64, lambda b, cap: lib.llama_token_to_piece(self._vocab, token, b, cap, 0, special))
         return bytes(ffi.buffer(buf, n))
 
     def detokenize(self, tokens: list[int], *, remove_special: bool = False, unparse_special: bool = False) -> str:
         """Text of ``tokens`` (invalid UTF-8 replaced)."""
         self.check_tokens(tokens)
         arr = ffi.new("llama_token[]", tokens or [0])
-        cap = max(16, 8 * len(tokens))
-        buf = ffi.new("char[]", cap)
-        n = lib.llama_detokenize(self._vocab, arr, len(tokens), buf, cap, remove_special, unparse_special)
-        if n < 0:
-            cap = -n
-            buf = ffi.new("char[]", cap)
-            n = lib.llama_detokenize(self._vocab, arr, len(tokens), buf, cap, remove_special, unparse_special)
+        buf, n = _fill(
+            "char[]",
+            max(16, 8 * len(tokens)),
+            lambda b, cap: lib.llama_detokenize(self._vocab, arr, len(tokens), b, cap, remove_special, unparse_special),
+        )
         return bytes(ffi.buffer(buf, n)).decode("utf-8", errors="replace")
 
     def __repr__(self) -> str:
