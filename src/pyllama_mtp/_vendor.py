@@ -110,8 +110,12 @@ def fetch_sdist(cache_dir: Path) -> Path:
     """
     name = f"llama_cpp_python-{PIN['version']}.tar.gz"
     cached = cache_dir / name
-    if cached.exists() and sha256_of(cached) == PIN["sdist_sha256"]:
-        return cached
+    if cached.exists():
+        try:
+            verify_sdist(cached)
+            return cached
+        except VendorError:
+            pass  # a stale or damaged cache entry: download again
     url = None
     indexes = _index_urls()
     for index in indexes:
@@ -134,8 +138,7 @@ def fetch_sdist(cache_dir: Path) -> Path:
 
 
 def extract_tree(sdist: Path, dest: Path) -> None:
-    """Extract only the vendored llama.cpp subtree of the sdist into ``dest``."""
-    verify_sdist(sdist)
+    """Extract only the vendored llama.cpp subtree of a verified sdist into ``dest``."""
     tmp = Path(tempfile.mkdtemp(prefix="llama-src-", dir=dest.parent))
     try:
         with tarfile.open(sdist) as tar:
@@ -167,6 +170,7 @@ def obtain(dest: Path, cache_dir: Path) -> str:
     if override:
         src = Path(override).expanduser().resolve()
         if src.is_file():
+            verify_sdist(src)
             extract_tree(src, dest)
             return f"sdist {src}"
         if not (src / "include" / "llama.h").is_file():

@@ -20,6 +20,8 @@ class Context(NativeResource):
     the next decode, so a view would silently change under the caller.
     """
 
+    _kind = "context"
+
     def __init__(
         self,
         model: Model,
@@ -50,8 +52,6 @@ class Context(NativeResource):
         self._ptr = out[0]
         self.n_past = 0
         self._n_outputs = 0
-
-    _kind = "context"
 
     def _free(self, ptr: Any) -> None:
         lib.llama_free(ptr)

@@ -3,12 +3,10 @@
 #include "llama_mtp.h"
 
 #include <algorithm>
-#include <cstdarg>
 #include <cstdio>
 #include <exception>
 #include <mutex>
 #include <string>
-#include <vector>
 
 #include "ggml-backend.h"
 
