@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 tree=vendor/llama.cpp
 build="${PYLLAMA_MTP_ARCHS_BUILD:-$HOME/.cache/pyllama-mtp/archs-build}"
 python3 src/pyllama_mtp/_vendor.py prepare --dest "$tree" --patches patches
+# A cached build dir configured from another clone's tree is useless to CMake: start it over.
+if [ -f "$build/CMakeCache.txt" ] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$(cd "$tree" && pwd)" "$build/CMakeCache.txt"; then
+    rm -rf "$build"
+fi
 cmake -S "$tree" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF >/dev/null

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyllama_mtp import Context, Model
-from pyllama_mtp.fixtures import Pair, build_pair
+from pyllama_mtp.fixtures import Pair, PairConfig, build_pair
 
 # The converter comes from the tree this checkout built against.
 os.environ.setdefault("PYLLAMA_MTP_LLAMA_TREE", str(Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp"))
@@ -30,3 +30,15 @@ def target(pair: Pair) -> Iterator[Model]:
 def ctx(target: Model) -> Iterator[Context]:
     with Context(target, n_ctx=256, n_threads=2) as context:
         yield context
+
+
+@pytest.fixture(scope="session")
+def drafter(pair: Pair) -> Iterator[Model]:
+    with Model(pair.drafter_gguf, n_gpu_layers=-1) as model:
+        yield model
+
+
+@pytest.fixture(scope="session")
+def agreeing_pair() -> Pair:
+    """Target and drafter built to compute the same next-token function."""
+    return build_pair(PairConfig(agree=True))

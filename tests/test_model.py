@@ -155,28 +155,3 @@ def test_truncated_gguf_raises_in_a_child_that_survives(tmp_path: Path, pair: Pa
     res = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("RAISED") == len(cuts), res.stdout
-
-
-NEAR_TIE = 1e-2  # HF top-2 logit margin under which two correct implementations may pick differently
-
-
-@pytest.mark.parametrize("text", ["the quick brown fox", "speculative decoding with", "lazy dog 17", "a drafter head"])
-def test_greedy_matches_hf_greedy(ctx: Context, target: Model, pair: Pair, text: str) -> None:
-    import torch
-    from transformers import Gemma4ForCausalLM
-
-    from pyllama_mtp.fixtures import hf_greedy
-
-    prompt = target.tokenize(text)
-    ours = ctx.generate_greedy(prompt, 32)
-    ref = hf_greedy(pair, prompt, len(ours))
-    diverged = next((i for i, (a, b) in enumerate(zip(ours, ref, strict=False)) if a != b), None)
-    if diverged is None:
-        assert ours == ref
-        return
-    # A divergence passes only at a near-tie of the reference; anything with a clear margin is a bug.
-    hf = Gemma4ForCausalLM.from_pretrained(pair.target_hf, dtype=torch.float32).eval()
-    with torch.no_grad():
-        logits = hf(torch.tensor([prompt + ref[:diverged]])).logits[0, -1]
-    top2 = torch.topk(logits, 2).values
-    assert float(top2[0] - top2[1]) < NEAR_TIE, f"divergence at {diverged} with a clear margin"

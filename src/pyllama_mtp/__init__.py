@@ -1,6 +1,6 @@
 """pyllama-mtp: Gemma-4 multi-token-prediction speculative decoding from Python.
 
-Public API: :class:`Model`, :class:`Context`, :func:`build_info` and the
+Public API: :class:`Model`, :class:`Context`, :class:`MtpSession`, :func:`build_info` and the
 exceptions in :mod:`pyllama_mtp.errors`.
 """
 
@@ -14,10 +14,12 @@ from .errors import (
     DecodeError,
     InvalidTokenError,
     ModelLoadError,
+    PairMismatchError,
     PyllamaMtpError,
 )
 from .info import BuildInfo, build_info
 from .model import Model
+from .session import MtpSession, MtpStats, Sampling, Step
 
 __version__ = "0.1.0"
 
@@ -31,6 +33,11 @@ __all__ = [
     "InvalidTokenError",
     "Model",
     "ModelLoadError",
+    "MtpSession",
+    "MtpStats",
+    "PairMismatchError",
     "PyllamaMtpError",
+    "Sampling",
+    "Step",
     "build_info",
 ]

@@ -39,7 +39,8 @@ int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params pa
 
 struct llama_mtp_context_params {
     uint32_t n_ctx; uint32_t n_batch; uint32_t n_ubatch; int32_t n_threads;
-    bool embeddings; bool offload_kqv; struct llama_context * ctx_other; int32_t ctx_type;
+    bool embeddings; bool offload_kqv; struct llama_context * ctx_other; int32_t ctx_type; bool swa_full;
+    int32_t type_kv;
 };
 struct llama_mtp_context_params llama_mtp_context_default_params(void);
 int32_t llama_mtp_context_create(struct llama_model * model, struct llama_mtp_context_params params,
@@ -48,6 +49,39 @@ int32_t llama_mtp_decode(struct llama_context * ctx, const llama_token * tokens,
                          llama_seq_id seq, int32_t logits_mode);
 int32_t llama_mtp_generate_greedy(struct llama_context * ctx, const llama_token * prompt, int32_t n_prompt,
                                   int32_t n_max, llama_token * out, int32_t * n_out);
+
+struct llama_mtp_memory { size_t model; size_t context; size_t compute; };
+int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_mtp_memory * out);
+
+#define LLAMA_MTP_MAX_DRAFT 16
+struct llama_mtp_session_params {
+    int32_t n_draft; float p_min; uint32_t n_ctx; uint32_t n_batch; int32_t n_threads;
+    bool swa_full; bool offload_kqv; bool backend_sampling; int32_t type_kv;
+    float temperature; int32_t top_k; float top_p; uint32_t seed;
+};
+struct llama_mtp_step_result {
+    int32_t n_tokens; int32_t n_drafted; int32_t n_accepted; llama_token draft[16]; bool done;
+};
+struct llama_mtp_stats {
+    int64_t n_prompt; int64_t n_generated; int64_t n_drafted; int64_t n_accepted;
+    int64_t n_steps; int64_t n_target_passes; int64_t n_draft_calls; int64_t t_prompt_us; int64_t t_generate_us;
+    int64_t drafted_by_pos[16]; int64_t accepted_by_pos[16];
+};
+struct llama_mtp_session;
+struct llama_mtp_session_params llama_mtp_session_default_params(void);
+int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model * drafter,
+                                 struct llama_mtp_session_params params, struct llama_mtp_session ** out);
+void llama_mtp_session_free(struct llama_mtp_session * session);
+int32_t llama_mtp_session_start(struct llama_mtp_session * session, const llama_token * prompt, int32_t n_prompt,
+                                int32_t n_max);
+int32_t llama_mtp_session_step(struct llama_mtp_session * session, llama_token * out, int32_t cap,
+                               struct llama_mtp_step_result * result);
+int32_t llama_mtp_session_generate(struct llama_mtp_session * session, const llama_token * prompt, int32_t n_prompt,
+                                   int32_t n_max, llama_token * out, int32_t * n_out);
+void llama_mtp_session_stats(const struct llama_mtp_session * session, struct llama_mtp_stats * out);
+int32_t llama_mtp_session_reset(struct llama_mtp_session * session);
+struct llama_context * llama_mtp_session_target_context(struct llama_mtp_session * session);
+struct llama_context * llama_mtp_session_draft_context(struct llama_mtp_session * session);
 
 /* llama.h, used as is */
 void llama_model_free(struct llama_model * model);

@@ -12,7 +12,7 @@ try:
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError("pyllama_mtp._lib is not built; install the package with `pip install .` (see README)") from exc
 
-__all__ = ["ffi", "lib", "check", "raise_status", "cstr"]
+__all__ = ["ffi", "lib", "check", "raise_status", "cstr", "kv_cache_type"]
 
 lib.llama_mtp_init(int(os.environ.get("PYLLAMA_MTP_VERBOSITY", "0")))
 
@@ -26,16 +26,29 @@ _BY_STATUS: dict[int, type[errors.PyllamaMtpError]] = {
 }
 
 
+# ggml_type values accepted for KV caches (ggml.h); f16 is llama.cpp's default, f32 the exact one.
+KV_CACHE_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8}
+
+
+def kv_cache_type(name: str) -> int:
+    try:
+        return KV_CACHE_TYPES[name]
+    except KeyError:
+        raise ValueError(f"kv_cache_type must be one of {sorted(KV_CACHE_TYPES)}, got {name!r}") from None
+
+
 def cstr(ptr: Any) -> str:
     """A NUL-terminated C string as ``str`` ('' for NULL)."""
     return "" if ptr == ffi.NULL else ffi.string(ptr).decode("utf-8", errors="replace")
 
 
-def raise_status(status: int, prefix: str = "") -> NoReturn:
+def raise_status(status: int, prefix: str = "", invalid_arg: type[errors.PyllamaMtpError] | None = None) -> NoReturn:
     message = cstr(lib.llama_mtp_last_error()) or f"native call failed with status {status}"
-    raise _BY_STATUS.get(status, errors.PyllamaMtpError)(f"{prefix}{message}")
+    cls = invalid_arg if invalid_arg is not None and status == lib.LLAMA_MTP_ERR_INVALID_ARG else None
+    raise (cls or _BY_STATUS.get(status, errors.PyllamaMtpError))(f"{prefix}{message}")
 
 
-def check(status: int, prefix: str = "") -> None:
+def check(status: int, prefix: str = "", invalid_arg: type[errors.PyllamaMtpError] | None = None) -> None:
+    """Raise the exception for a non-OK status; ``invalid_arg`` overrides the class for bad arguments."""
     if status != lib.LLAMA_MTP_OK:
-        raise_status(status, prefix)
+        raise_status(status, prefix, invalid_arg)

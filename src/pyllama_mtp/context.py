@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._native import check, ffi, lib
+from ._native import kv_cache_type as _kv_type
 from ._resource import NativeResource
 from .errors import ContextError, ContextOverflowError
 from .model import Model
@@ -34,6 +35,8 @@ class Context(NativeResource):
         offload_kqv: bool = True,
         ctx_other: Context | None = None,
         mtp: bool = False,
+        swa_full: bool = True,
+        kv_cache_type: str = "f16",
     ) -> None:
         if n_ctx < 0 or n_batch <= 0:
             raise ContextError(f"n_ctx must be >= 0 and n_batch > 0 (got n_ctx={n_ctx}, n_batch={n_batch})")
@@ -47,6 +50,8 @@ class Context(NativeResource):
         params.offload_kqv = offload_kqv
         params.ctx_other = ctx_other.ptr if ctx_other is not None else ffi.NULL
         params.ctx_type = 1 if mtp else 0
+        params.swa_full = swa_full
+        params.type_kv = _kv_type(kv_cache_type)
         out = ffi.new("struct llama_context **")
         check(lib.llama_mtp_context_create(model.ptr, params, out), f"{model.path}: ")
         self._ptr = out[0]

@@ -27,5 +27,9 @@ class InvalidTokenError(PyllamaMtpError, ValueError):
     """A token id outside the model's vocabulary."""
 
 
+class PairMismatchError(PyllamaMtpError, ValueError):
+    """A target and drafter that cannot run together (vocabulary, hidden width, no MTP head)."""
+
+
 class ClosedError(PyllamaMtpError):
     """A model, context or session was used after ``close()``."""

@@ -8,6 +8,7 @@ Needs the ``[convert]`` extra and torch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-FIXTURE_VERSION = 1
+FIXTURE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class PairConfig:
     drafter_layers: int = 2
     sliding_window: int = 32
     init_std: float = 0.1  # larger than HF's 0.02 so greedy logits have clear margins
+    # Gain of the post-attention/post-MLP norms. At 1 the scaled token embedding dominates the
+    # residual and, with tied embeddings, a random model repeats its last token forever; at 8
+    # the layers dominate and greedy output varies (measured on the default shape).
+    branch_gain: float = 8.0
+    # Weights that make target and drafter compute the same next-token function (acceptance ~1).
+    agree: bool = False
     seed: int = 0
     outtype: str = "f32"
 
@@ -101,14 +108,45 @@ def _build_hf(cfg: PairConfig, root: Path) -> None:
         )  # fmt: skip
 
     target = Gemma4ForCausalLM(text_cfg(cfg.target_hidden, cfg.target_layers)).eval()
-    target.save_pretrained(root / "target-hf")
-    tok.save_pretrained(root / "target-hf")
     acfg = Gemma4AssistantConfig(
         text_config=text_cfg(cfg.drafter_hidden, cfg.drafter_layers).to_dict(), backbone_hidden_size=cfg.target_hidden
     )
     drafter = Gemma4AssistantForCausalLM(acfg).eval()
+    with torch.no_grad():
+        for layer in [*target.model.layers, *drafter.model.layers]:
+            layer.post_attention_layernorm.weight.fill_(cfg.branch_gain)
+            layer.post_feedforward_layernorm.weight.fill_(cfg.branch_gain)
+        if cfg.agree:
+            _force_agreement(target, drafter, cfg)
+    target.save_pretrained(root / "target-hf")
+    tok.save_pretrained(root / "target-hf")
     drafter.save_pretrained(root / "drafter-hf")
     tok.save_pretrained(root / "drafter-hf")
+
+
+def _force_agreement(target, drafter, cfg: PairConfig) -> None:  # type: ignore[no-untyped-def]
+    """Make both models predict argmax_s <E_s, E_t> for last token t, E the target's embeddings.
+
+    Every attention and MLP branch writes zeros, so each model's final hidden state is its
+    (normalised) input embedding. The target's embedding lives in the first ``d`` coordinates
+    (``d`` = drafter width); the drafter's pre-projection keeps exactly those coordinates of the
+    token half of its input and its (tied) LM head is the same d columns, so both models score
+    the vocabulary identically up to a positive scale.
+    """
+    import torch
+
+    d = cfg.drafter_hidden
+    for layer in [*target.model.layers, *drafter.model.layers]:
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.down_proj.weight.zero_()
+    emb = target.model.embed_tokens.weight
+    emb[:, d:] = 0
+    target.model.norm.weight.fill_(1.0)
+    drafter.model.norm.weight.fill_(1.0)
+    drafter.model.embed_tokens.weight.copy_(emb[:, :d])
+    proj = drafter.pre_projection.weight
+    proj.zero_()
+    proj[:, :d] = torch.eye(d)
 
 
 def _convert(hf_dir: Path, out: Path, outtype: str) -> None:
@@ -143,12 +181,93 @@ def build_pair(cfg: PairConfig = PairConfig()) -> Pair:
     return pair
 
 
-def hf_greedy(pair: Pair, prompt: list[int], max_new_tokens: int) -> list[int]:
-    """New tokens of Hugging Face's own greedy generation with the pair's target (the reference)."""
+@functools.lru_cache(maxsize=4)
+def hf_target(pair: Pair):  # type: ignore[no-untyped-def]
+    """The pair's HF target in f32, loaded once per process."""
     import torch
     from transformers import Gemma4ForCausalLM
 
-    hf = Gemma4ForCausalLM.from_pretrained(pair.target_hf, dtype=torch.float32).eval()
+    return Gemma4ForCausalLM.from_pretrained(pair.target_hf, dtype=torch.float32).eval()
+
+
+@functools.lru_cache(maxsize=4)
+def hf_drafter(pair: Pair):  # type: ignore[no-untyped-def]
+    """The pair's HF assistant in f32, loaded once per process."""
+    import torch
+    from transformers import Gemma4AssistantForCausalLM
+
+    return Gemma4AssistantForCausalLM.from_pretrained(pair.drafter_hf, dtype=torch.float32).eval()
+
+
+def hf_greedy(pair: Pair, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """New tokens of Hugging Face's own greedy generation with the pair's target (the reference)."""
+    import torch
+
+    hf = hf_target(pair)
     with torch.no_grad():
         out = hf.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False)
     return [int(t) for t in out[0, len(prompt) :]]
+
+
+def hf_first_draft(pair: Pair, prompt: list[int], n_draft: int) -> tuple[list[int], list[float]]:
+    """What HF's Gemma-4 assistant drafts at the first step of a draft-MTP session.
+
+    The session keeps the prompt's last token out of the target's KV: the drafter pairs it with
+    the target's last hidden state over ``prompt[:-1]`` and reads that KV, at position
+    ``len(prompt) - 1``. This calls the HF models exactly as HF's own assisted generation does
+    (``SinglePositionMultiTokenCandidateGenerator.get_candidates``). Returns the drafted ids and
+    the top-2 logit margin of the drafter at each of them.
+    """
+    import torch
+
+    if len(prompt) < 2:
+        raise ValueError("the prompt needs at least two tokens")
+    target, drafter = hf_target(pair), hf_drafter(pair)
+    drafts: list[int] = []
+    margins: list[float] = []
+    with torch.no_grad():
+        out = target(
+            torch.tensor([prompt[:-1]]), output_hidden_states=True, return_shared_kv_states=True, use_cache=True
+        )
+        hidden = out.hidden_states[-1][:, -1:]
+        shared_kv = out.shared_kv_states
+        last = torch.tensor([[prompt[-1]]])
+        position = torch.tensor([[len(prompt) - 1]])
+        mask = torch.ones(1, len(prompt), dtype=torch.long)
+        embed = target.get_input_embeddings()
+        for _ in range(n_draft):
+            res = drafter(
+                inputs_embeds=torch.cat([embed(last), hidden], dim=-1),
+                attention_mask=mask,
+                position_ids=position,
+                shared_kv_states=shared_kv,
+                use_cache=False,
+            )
+            logits = res.logits[0, -1]
+            top = torch.topk(logits, 2).values
+            margins.append(float(top[0] - top[1]))
+            last = logits.argmax().view(1, 1)
+            drafts.append(int(last))
+            hidden = res.last_hidden_state
+    return drafts, margins
+
+
+def hf_greedy_with_margins(pair: Pair, prompt: list[int], max_new_tokens: int) -> tuple[list[int], list[float]]:
+    """HF greedy new tokens and the top-2 logit margin at each (to judge near-ties)."""
+    import torch
+
+    hf = hf_target(pair)
+    with torch.no_grad():
+        out = hf.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    tokens = [int(t) for t in out.sequences[0, len(prompt) :]]
+    margins = []
+    for row in out.logits:
+        top = torch.topk(row[0].float(), 2).values
+        margins.append(float(top[0] - top[1]))
+    return tokens, margins

@@ -3,12 +3,12 @@
 #include "llama_mtp.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <exception>
 #include <mutex>
 #include <string>
 
 #include "ggml-backend.h"
+#include "llama-ext.h"
+#include "shim_internal.h"
 
 #ifndef PYLLAMA_MTP_LLAMA_COMMIT
 #    define PYLLAMA_MTP_LLAMA_COMMIT "unknown"
@@ -17,53 +17,11 @@
 #    define PYLLAMA_MTP_PATCHES ""
 #endif
 
+using llama_mtp_internal::guarded;
+using llama_mtp_internal::set_error;
+using llama_mtp_internal::set_error_with_log;
+
 namespace {
-
-thread_local std::string g_last_error;
-thread_local std::string g_log_errors;  // error lines logged by llama.cpp during the current call
-int                      g_verbosity = 1;
-
-void set_error(const std::string & msg) {
-    g_last_error = msg;
-}
-
-// Error text for a failed call: our message, then what llama.cpp logged at error level.
-void set_error_with_log(const std::string & msg) {
-    std::string full = msg;
-    if (!g_log_errors.empty()) {
-        full += ": " + g_log_errors;
-        while (!full.empty() && (full.back() == '\n' || full.back() == ' ')) {
-            full.pop_back();
-        }
-    }
-    set_error(full);
-}
-
-void log_callback(ggml_log_level level, const char * text, void * /*user_data*/) {
-    if (level == GGML_LOG_LEVEL_ERROR && g_log_errors.size() < 4096) {
-        g_log_errors += text;
-    }
-    const bool show =
-        g_verbosity >= 2 || (g_verbosity == 1 && (level == GGML_LOG_LEVEL_ERROR || level == GGML_LOG_LEVEL_WARN));
-    if (show) {
-        fputs(text, stderr);
-    }
-}
-
-// Runs f, turning C++ exceptions into LLAMA_MTP_ERR_INTERNAL: nothing may cross the C boundary.
-template <typename F>
-int32_t guarded(const char * what, F && f) {
-    g_last_error.clear();
-    g_log_errors.clear();
-    try {
-        return f();
-    } catch (const std::exception & e) {
-        set_error(std::string(what) + ": " + e.what());
-    } catch (...) {
-        set_error(std::string(what) + ": unknown C++ exception");
-    }
-    return LLAMA_MTP_ERR_INTERNAL;
-}
 
 std::string g_backends;
 std::string g_devices;
@@ -73,14 +31,14 @@ std::string g_devices;
 extern "C" {
 
 const char * llama_mtp_last_error(void) {
-    return g_last_error.c_str();
+    return llama_mtp_internal::g_last_error.c_str();
 }
 
 void llama_mtp_init(int32_t verbosity) {
     static std::once_flag once;
-    g_verbosity = verbosity;
+    llama_mtp_internal::set_verbosity(verbosity);
     std::call_once(once, [] {
-        llama_log_set(log_callback, nullptr);
+        llama_log_set(llama_mtp_internal::log_callback, nullptr);
         llama_backend_init();
         ggml_backend_load_all();
     });
@@ -151,6 +109,8 @@ struct llama_mtp_context_params llama_mtp_context_default_params(void) {
     p.offload_kqv = true;
     p.ctx_other   = nullptr;
     p.ctx_type    = LLAMA_CONTEXT_TYPE_DEFAULT;
+    p.swa_full    = true;
+    p.type_kv     = GGML_TYPE_F16;
     return p;
 }
 
@@ -174,6 +134,9 @@ int32_t llama_mtp_context_create(struct llama_model * model, struct llama_mtp_co
         cp.offload_kqv = params.offload_kqv;
         cp.ctx_other   = params.ctx_other;
         cp.ctx_type    = static_cast<llama_context_type>(params.ctx_type);
+        cp.swa_full    = params.swa_full;
+        cp.type_k      = static_cast<ggml_type>(params.type_kv);
+        cp.type_v      = static_cast<ggml_type>(params.type_kv);
         *out           = llama_init_from_model(model, cp);
         if (*out == nullptr) {
             set_error_with_log("failed to create context");
@@ -272,6 +235,22 @@ int32_t llama_mtp_generate_greedy(struct llama_context * ctx, const llama_token 
             if (r != LLAMA_MTP_OK) {
                 return r;
             }
+        }
+        return LLAMA_MTP_OK;
+    });
+}
+
+int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_mtp_memory * out) {
+    if (ctx == nullptr || out == nullptr) {
+        set_error("context and out must not be NULL");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    return guarded("context memory", [&]() -> int32_t {
+        *out = {};
+        for (const auto & [buft, mb] : llama_get_memory_breakdown(ctx)) {
+            out->model += mb.model;
+            out->context += mb.context;
+            out->compute += mb.compute;
         }
         return LLAMA_MTP_OK;
     });

@@ -56,6 +56,8 @@ struct llama_mtp_context_params {
     bool                   offload_kqv;  // keep the KV cache on the GPU (default true)
     struct llama_context * ctx_other;    // for draft contexts: the target context (default NULL)
     int32_t                ctx_type;     // enum llama_context_type (default LLAMA_CONTEXT_TYPE_DEFAULT)
+    bool                   swa_full;     // full-size sliding-window cache (default true, as llama.cpp)
+    int32_t                type_kv;      // KV cache element type, an enum ggml_type (default GGML_TYPE_F16)
 };
 
 LLAMA_API struct llama_mtp_context_params llama_mtp_context_default_params(void);
@@ -74,6 +76,97 @@ LLAMA_API int32_t llama_mtp_decode(struct llama_context * ctx, const llama_token
 // Writes the generated ids to out and their count to *n_out.
 LLAMA_API int32_t llama_mtp_generate_greedy(struct llama_context * ctx, const llama_token * prompt, int32_t n_prompt,
                                             int32_t n_max, llama_token * out, int32_t * n_out);
+
+// Memory a context holds, summed over its buffer types (bytes).
+struct llama_mtp_memory {
+    size_t model;    // weights
+    size_t context;  // KV cache and other per-context state
+    size_t compute;  // compute buffers
+};
+
+LLAMA_API int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_mtp_memory * out);
+
+//
+// Draft-MTP sessions: the draft -> batch verify -> accept loop, in C++.
+//
+// A session owns a target context and, unless n_draft == 0, an MTP draft context created
+// with ctx_type = LLAMA_CONTEXT_TYPE_MTP and ctx_other = the target context, so a
+// gemma4_assistant drafter reads the target's KV cache and hidden rows. The drafting itself
+// is upstream's draft-mtp implementation (common/speculative.cpp). The models must outlive
+// the session. A session is not thread-safe; separate sessions may run on separate threads.
+//
+
+#define LLAMA_MTP_MAX_DRAFT 16
+
+struct llama_mtp_session_params {
+    int32_t  n_draft;           // tokens drafted per step, 0..LLAMA_MTP_MAX_DRAFT; 0 = target alone (default 3)
+    float    p_min;             // stop drafting below this draft probability (default 0)
+    uint32_t n_ctx;             // context size in tokens (default 2048)
+    uint32_t n_batch;           // logical batch size (default 512)
+    int32_t  n_threads;         // <= 0 = hardware threads (default 0)
+    bool     swa_full;          // full-size sliding-window cache for the target (default false)
+    bool     offload_kqv;       // KV cache on the GPU (default true)
+    bool     backend_sampling;  // draft top-k on the backend, as upstream (default true)
+    int32_t  type_kv;           // KV cache element type, an enum ggml_type (default GGML_TYPE_F16)
+    float    temperature;       // <= 0 = greedy (default 0)
+    int32_t  top_k;             // <= 0 = off (default 0)
+    float    top_p;             // >= 1 = off (default 1)
+    uint32_t seed;              // sampling seed (default LLAMA_DEFAULT_SEED)
+};
+
+struct llama_mtp_step_result {
+    int32_t     n_tokens;                    // tokens emitted by this step (accepted drafts + 1)
+    int32_t     n_drafted;                   // draft tokens proposed this step
+    int32_t     n_accepted;                  // of those, accepted by the target
+    llama_token draft[LLAMA_MTP_MAX_DRAFT];  // the proposed draft tokens
+    bool        done;                        // end of generation or token budget reached
+};
+
+struct llama_mtp_stats {
+    int64_t n_prompt;                              // prompt tokens decoded
+    int64_t n_generated;                           // tokens emitted
+    int64_t n_drafted;                             // draft tokens proposed
+    int64_t n_accepted;                            // draft tokens accepted
+    int64_t n_steps;                               // draft -> verify -> accept steps (one verify pass each)
+    int64_t n_target_passes;                       // target decode calls (prompt chunks + verify batches)
+    int64_t n_draft_calls;                         // drafter calls (one per step that drafted)
+    int64_t t_prompt_us;                           // time spent on prompts
+    int64_t t_generate_us;                         // time spent in steps
+    int64_t drafted_by_pos[LLAMA_MTP_MAX_DRAFT];   // draft tokens proposed at each draft position
+    int64_t accepted_by_pos[LLAMA_MTP_MAX_DRAFT];  // ... and accepted
+};
+
+struct llama_mtp_session;
+
+LLAMA_API struct llama_mtp_session_params llama_mtp_session_default_params(void);
+
+// drafter: a gemma4_assistant (or other nextn) model, or NULL to draft with the target's own
+// MTP head. Fails with LLAMA_MTP_ERR_INVALID_ARG when the pair does not fit together.
+LLAMA_API int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model * drafter,
+                                           struct llama_mtp_session_params params, struct llama_mtp_session ** out);
+LLAMA_API void    llama_mtp_session_free(struct llama_mtp_session * session);
+
+// Clear both contexts and decode a prompt (n_prompt >= 1); at most n_max tokens follow.
+// The sampler's random stream continues across generations; llama_mtp_session_reset rewinds it.
+LLAMA_API int32_t llama_mtp_session_start(struct llama_mtp_session * session, const llama_token * prompt,
+                                          int32_t n_prompt, int32_t n_max);
+
+// One draft -> verify -> accept step. Writes up to cap tokens to out (cap must be >= n_draft + 1).
+LLAMA_API int32_t llama_mtp_session_step(struct llama_mtp_session * session, llama_token * out, int32_t cap,
+                                         struct llama_mtp_step_result * result);
+
+// start + steps until done, for callers that want no streaming. out holds n_max tokens.
+LLAMA_API int32_t llama_mtp_session_generate(struct llama_mtp_session * session, const llama_token * prompt,
+                                             int32_t n_prompt, int32_t n_max, llama_token * out, int32_t * n_out);
+
+// Counters since creation or the last llama_mtp_session_reset.
+LLAMA_API void llama_mtp_session_stats(const struct llama_mtp_session * session, struct llama_mtp_stats * out);
+
+// Clear both contexts and the counters, and rewind the sampler to its seed.
+LLAMA_API int32_t llama_mtp_session_reset(struct llama_mtp_session * session);
+
+LLAMA_API struct llama_context * llama_mtp_session_target_context(struct llama_mtp_session * session);
+LLAMA_API struct llama_context * llama_mtp_session_draft_context(struct llama_mtp_session * session);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,494 @@
+// Draft-MTP sessions: the speculative loop of upstream's examples/speculative-simple, as a
+// resumable C API. Drafting is upstream's common_speculative (draft-mtp); verification samples
+// every verified row with the target's own sampler, so greedy output equals plain greedy
+// decoding and sampled output follows the target's distribution (the drafter only decides how
+// many rows one target pass can emit).
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "llama_mtp.h"
+#include "shim_internal.h"
+#include "speculative.h"
+
+using llama_mtp_internal::guarded;
+using llama_mtp_internal::set_error;
+using llama_mtp_internal::set_error_with_log;
+
+namespace {
+
+struct context_deleter {
+    void operator()(llama_context * ctx) const { llama_free(ctx); }
+};
+
+struct sampler_deleter {
+    void operator()(llama_sampler * s) const { llama_sampler_free(s); }
+};
+
+struct speculative_deleter {
+    void operator()(common_speculative * s) const { common_speculative_free(s); }
+};
+
+llama_sampler * make_target_sampler(const llama_mtp_session_params & p) {
+    llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    if (p.temperature <= 0.0f) {
+        llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+        return chain;
+    }
+    if (p.top_k > 0) {
+        llama_sampler_chain_add(chain, llama_sampler_init_top_k(p.top_k));
+    }
+    if (p.top_p < 1.0f) {
+        llama_sampler_chain_add(chain, llama_sampler_init_top_p(p.top_p, 1));
+    }
+    llama_sampler_chain_add(chain, llama_sampler_init_temp(p.temperature));
+    llama_sampler_chain_add(chain, llama_sampler_init_dist(p.seed));
+    return chain;
+}
+
+}  // namespace
+
+struct llama_mtp_session {
+    llama_mtp_session_params params{};
+    llama_model *            target  = nullptr;
+    llama_model *            drafter = nullptr;  // the model of ctx_dft (the target itself for in-file heads)
+    const llama_vocab *      vocab   = nullptr;
+
+    std::unique_ptr<llama_context, context_deleter>          ctx_tgt;
+    std::unique_ptr<llama_context, context_deleter>          ctx_dft;
+    std::unique_ptr<llama_sampler, sampler_deleter>          smpl;
+    std::unique_ptr<common_speculative, speculative_deleter> spec;
+
+    common_batch             batch_tgt;
+    std::vector<llama_token> tokens_tgt;  // tokens in the target's KV, in order
+    std::vector<llama_token> draft;
+    llama_token              id_last = LLAMA_TOKEN_NULL;  // sampled, not yet in the KV
+    int32_t                  n_past  = 0;
+    int32_t                  n_left  = 0;  // tokens still allowed this generation
+    bool                     started = false;
+    bool                     done    = true;
+
+    llama_mtp_stats stats{};
+
+    void clear_memory() {
+        llama_memory_clear(llama_get_memory(ctx_tgt.get()), true);
+        if (ctx_dft && llama_get_memory(ctx_dft.get()) != nullptr) {
+            llama_memory_clear(llama_get_memory(ctx_dft.get()), true);
+        }
+    }
+
+    // Drop KV cells at positions >= pos in both contexts.
+    bool trim(llama_pos pos) {
+        if (!llama_memory_seq_rm(llama_get_memory(ctx_tgt.get()), 0, pos, -1)) {
+            return false;
+        }
+        if (ctx_dft && llama_get_memory(ctx_dft.get()) != nullptr) {
+            return llama_memory_seq_rm(llama_get_memory(ctx_dft.get()), 0, pos, -1);
+        }
+        return true;
+    }
+};
+
+namespace {
+
+int32_t check_pair(llama_model * target, llama_model * drafter, const llama_mtp_session_params & p) {
+    if (p.n_draft < 0 || p.n_draft > LLAMA_MTP_MAX_DRAFT) {
+        set_error("n_draft must be in [0, " + std::to_string(LLAMA_MTP_MAX_DRAFT) + "], got " +
+                  std::to_string(p.n_draft));
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    if (p.n_ctx < 8 || p.n_batch < 1) {
+        set_error("n_ctx must be >= 8 and n_batch >= 1");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    if (p.n_draft == 0) {
+        return LLAMA_MTP_OK;
+    }
+    llama_model * head = drafter != nullptr ? drafter : target;
+    if (llama_model_n_layer_nextn(head) <= 0) {
+        set_error(drafter != nullptr
+                      ? "the drafter has no MTP (nextn) layers: expected a gemma4_assistant or other MTP model"
+                      : "the target has no MTP head of its own: pass a drafter (e.g. a gemma4_assistant model)");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    if (drafter == nullptr) {
+        return LLAMA_MTP_OK;
+    }
+    // upstream asserts (aborts) on these; refuse them here with a message instead
+    const int32_t n_vocab_tgt = llama_vocab_n_tokens(llama_model_get_vocab(target));
+    const int32_t n_vocab_dft = llama_vocab_n_tokens(llama_model_get_vocab(drafter));
+    if (n_vocab_tgt != n_vocab_dft) {
+        set_error("target and drafter vocabularies differ (" + std::to_string(n_vocab_tgt) + " vs " +
+                  std::to_string(n_vocab_dft) + " tokens)");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    if (llama_model_n_embd_out(target) != llama_model_n_embd_out(drafter)) {
+        set_error("the drafter reads hidden rows of width " + std::to_string(llama_model_n_embd_out(drafter)) +
+                  " but the target produces " + std::to_string(llama_model_n_embd_out(target)) +
+                  ": it was made for another target");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    return LLAMA_MTP_OK;
+}
+
+// Decode batch_tgt on the target and show it to the drafter.
+int32_t decode_target(llama_mtp_session * s, common_batch & batch) {
+    const int32_t rc = llama_process(s->ctx_tgt.get(), LLAMA_PROCESS_TYPE_DECODE, batch.get());
+    s->stats.n_target_passes++;
+    if (rc == 1) {
+        set_error_with_log("no KV cache slot for the batch (context full?)");
+        return LLAMA_MTP_ERR_KV_FULL;
+    }
+    if (rc != 0) {
+        set_error_with_log("target decode returned " + std::to_string(rc));
+        return LLAMA_MTP_ERR_DECODE;
+    }
+    if (s->spec && !common_speculative_process(s->spec.get(), batch)) {
+        set_error_with_log("the drafter failed to process the target batch");
+        return LLAMA_MTP_ERR_DECODE;
+    }
+    return LLAMA_MTP_OK;
+}
+
+int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_prompt, int32_t n_max) {
+    if (prompt == nullptr || n_prompt < 1 || n_max < 0) {
+        set_error("start needs at least one prompt token and n_max >= 0");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    const int32_t n_vocab = llama_vocab_n_tokens(s->vocab);
+    for (int32_t i = 0; i < n_prompt; ++i) {
+        if (prompt[i] < 0 || prompt[i] >= n_vocab) {
+            set_error("token id " + std::to_string(prompt[i]) + " at index " + std::to_string(i) +
+                      " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
+    }
+    const int64_t n_ctx = llama_n_ctx(s->ctx_tgt.get());
+    if (n_prompt + 1 > n_ctx) {
+        set_error("the prompt (" + std::to_string(n_prompt) + " tokens) does not fit the context (" +
+                  std::to_string(n_ctx) + " tokens)");
+        return LLAMA_MTP_ERR_KV_FULL;
+    }
+    const int64_t t0 = ggml_time_us();
+    s->started       = false;
+    s->done          = true;
+    s->clear_memory();
+    s->spec.reset();
+    if (s->ctx_dft) {
+        common_params_speculative sp;
+        sp.types                  = {COMMON_SPECULATIVE_TYPE_DRAFT_MTP};
+        sp.draft.n_max            = s->params.n_draft;
+        sp.draft.n_min            = 0;
+        sp.draft.p_min            = s->params.p_min;
+        sp.draft.backend_sampling = s->params.backend_sampling;
+        sp.draft.ctx_tgt          = s->ctx_tgt.get();
+        sp.draft.ctx_dft          = s->ctx_dft.get();
+        s->spec.reset(common_speculative_init(sp, 1));
+        if (!s->spec) {
+            set_error_with_log("upstream could not start draft-mtp for this pair");
+            return LLAMA_MTP_ERR_CONTEXT;
+        }
+    }
+
+    // The prompt's last token stays out of the KV: it opens the first verify batch, and the
+    // drafter's first proposal pairs it with the hidden row of the token before it.
+    const int32_t n_batch = static_cast<int32_t>(llama_n_batch(s->ctx_tgt.get()));
+    for (int32_t off = 0; off < n_prompt - 1; off += n_batch) {
+        const int32_t len = std::min(n_batch, n_prompt - 1 - off);
+        s->batch_tgt.clear();
+        for (int32_t i = 0; i < len; ++i) {
+            s->batch_tgt.add(prompt[off + i], off + i, 0, false);
+        }
+        const int32_t rc = decode_target(s, s->batch_tgt);
+        if (rc != LLAMA_MTP_OK) {
+            return rc;
+        }
+    }
+    s->tokens_tgt.assign(prompt, prompt + n_prompt - 1);
+    if (s->spec) {
+        common_speculative_begin(s->spec.get(), 0, s->tokens_tgt);
+    }
+    s->id_last = prompt[n_prompt - 1];
+    s->n_past  = n_prompt - 1;
+    s->n_left  = n_max;
+    s->draft.clear();
+    s->started = true;
+    s->done    = n_max == 0;
+    s->stats.n_prompt += n_prompt;
+    s->stats.t_prompt_us += ggml_time_us() - t0;
+    return LLAMA_MTP_OK;
+}
+
+int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_step_result * res) {
+    *res = {};
+    if (!s->started) {
+        set_error("step before start");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    if (cap < s->params.n_draft + 1) {
+        set_error("the output buffer must hold n_draft + 1 tokens");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    if (s->done) {
+        res->done = true;
+        return LLAMA_MTP_OK;
+    }
+    const int64_t t0    = ggml_time_us();
+    const int32_t n_ctx = static_cast<int32_t>(llama_n_ctx(s->ctx_tgt.get()));
+    if (s->n_past + 1 > n_ctx) {
+        set_error("the context is full (" + std::to_string(n_ctx) + " tokens)");
+        return LLAMA_MTP_ERR_KV_FULL;
+    }
+
+    // draft: no more than fits the context and the remaining budget
+    s->draft.clear();
+    const int32_t n_draft_max = std::max(0, std::min({s->params.n_draft, n_ctx - s->n_past - 2, s->n_left - 1}));
+    if (s->spec && n_draft_max > 0) {
+        common_speculative_get_draft_params(s->spec.get(), 0) = {
+            /* .drafting = */ true,
+            /* .n_max    = */ n_draft_max,
+            /* .pos0     = */ s->n_past,
+            /* .id_last  = */ s->id_last,
+            /* .prompt   = */ &s->tokens_tgt,
+            /* .result   = */ &s->draft,
+        };
+        common_speculative_draft(s->spec.get());
+        s->stats.n_draft_calls++;
+        if (static_cast<int32_t>(s->draft.size()) > n_draft_max) {
+            s->draft.resize(n_draft_max);
+        }
+        // the drafter wrote nothing we keep beyond the verified prefix
+        if (!s->trim(s->n_past)) {
+            set_error("the KV cache refused to drop draft positions");
+            return LLAMA_MTP_ERR_INTERNAL;
+        }
+    }
+
+    // verify [id_last, draft...] in one target pass
+    s->batch_tgt.clear();
+    s->batch_tgt.add(s->id_last, s->n_past, 0, true);
+    for (size_t i = 0; i < s->draft.size(); ++i) {
+        s->batch_tgt.add(s->draft[i], s->n_past + 1 + static_cast<int32_t>(i), 0, true);
+    }
+    int32_t rc = decode_target(s, s->batch_tgt);
+    if (rc != LLAMA_MTP_OK) {
+        return rc;
+    }
+
+    // accept: sample each row with the target's sampler while it agrees with the draft
+    const int32_t n_draft = static_cast<int32_t>(s->draft.size());
+    int32_t       n_emit  = 0;
+    for (int32_t i = 0; i <= n_draft; ++i) {
+        const llama_token id = llama_sampler_sample(s->smpl.get(), s->ctx_tgt.get(), i);
+        out[n_emit++]        = id;
+        if (i == n_draft || id != s->draft[i] || llama_vocab_is_eog(s->vocab, id)) {
+            break;
+        }
+    }
+    const int32_t n_accepted = n_emit - 1;
+    if (s->spec) {
+        common_speculative_accept(s->spec.get(), 0, static_cast<uint16_t>(n_accepted));
+    }
+    for (int32_t i = 0; i < n_draft; ++i) {
+        res->draft[i] = s->draft[i];
+        s->stats.drafted_by_pos[i]++;
+        if (i < n_accepted) {
+            s->stats.accepted_by_pos[i]++;
+        }
+    }
+    s->tokens_tgt.push_back(s->id_last);
+    s->tokens_tgt.insert(s->tokens_tgt.end(), out, out + n_accepted);
+    s->n_past += 1 + n_accepted;
+    s->id_last = out[n_emit - 1];
+    if (!s->trim(s->n_past)) {
+        set_error("the KV cache refused to drop rejected positions");
+        return LLAMA_MTP_ERR_INTERNAL;
+    }
+
+    n_emit = std::min(n_emit, s->n_left);
+    s->n_left -= n_emit;
+    s->done = s->n_left == 0 || llama_vocab_is_eog(s->vocab, out[n_emit - 1]);
+
+    res->n_tokens   = n_emit;
+    res->n_drafted  = n_draft;
+    res->n_accepted = n_accepted;
+    res->done       = s->done;
+    s->stats.n_steps++;
+    s->stats.n_generated += n_emit;
+    s->stats.n_drafted += n_draft;
+    s->stats.n_accepted += n_accepted;
+    s->stats.t_generate_us += ggml_time_us() - t0;
+    return LLAMA_MTP_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+struct llama_mtp_session_params llama_mtp_session_default_params(void) {
+    llama_mtp_session_params p{};
+    p.n_draft          = 3;
+    p.p_min            = 0.0f;
+    p.n_ctx            = 2048;
+    p.n_batch          = 512;
+    p.n_threads        = 0;
+    p.swa_full         = false;
+    p.offload_kqv      = true;
+    p.backend_sampling = true;
+    p.type_kv          = GGML_TYPE_F16;
+    p.temperature      = 0.0f;
+    p.top_k            = 0;
+    p.top_p            = 1.0f;
+    p.seed             = LLAMA_DEFAULT_SEED;
+    return p;
+}
+
+int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model * drafter,
+                                 struct llama_mtp_session_params params, struct llama_mtp_session ** out) {
+    if (out == nullptr || target == nullptr) {
+        set_error("target and out must not be NULL");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    *out = nullptr;
+    return guarded("session create", [&]() -> int32_t {
+        int32_t rc = check_pair(target, drafter, params);
+        if (rc != LLAMA_MTP_OK) {
+            return rc;
+        }
+        auto s     = std::make_unique<llama_mtp_session>();
+        s->params  = params;
+        s->target  = target;
+        s->drafter = params.n_draft > 0 ? (drafter != nullptr ? drafter : target) : nullptr;
+        s->vocab   = llama_model_get_vocab(target);
+
+        llama_context_params cp = llama_context_default_params();
+        cp.n_ctx                = params.n_ctx;
+        cp.n_batch              = params.n_batch;
+        cp.n_ubatch             = params.n_batch;
+        if (params.n_threads > 0) {
+            cp.n_threads       = params.n_threads;
+            cp.n_threads_batch = params.n_threads;
+        }
+        cp.offload_kqv = params.offload_kqv;
+        cp.swa_full    = params.swa_full;
+        cp.type_k      = static_cast<ggml_type>(params.type_kv);
+        cp.type_v      = static_cast<ggml_type>(params.type_kv);
+        cp.n_rs_seq    = static_cast<uint32_t>(params.n_draft);  // rollback for recurrent targets
+        s->ctx_tgt.reset(llama_init_from_model(target, cp));
+        if (!s->ctx_tgt) {
+            set_error_with_log("failed to create the target context");
+            return LLAMA_MTP_ERR_CONTEXT;
+        }
+        if (s->drafter != nullptr) {
+            // as upstream's common_speculative_init_result: same size, target as ctx_other,
+            // swa_full inherited from the target (never forced on for the draft)
+            cp.ctx_type  = LLAMA_CONTEXT_TYPE_MTP;
+            cp.n_ctx     = llama_n_ctx(s->ctx_tgt.get());
+            cp.n_rs_seq  = 0;
+            cp.ctx_other = s->ctx_tgt.get();
+            s->ctx_dft.reset(llama_init_from_model(s->drafter, cp));
+            if (!s->ctx_dft) {
+                set_error_with_log("failed to create the MTP draft context");
+                return LLAMA_MTP_ERR_CONTEXT;
+            }
+        }
+        s->smpl.reset(make_target_sampler(params));
+        s->batch_tgt = common_batch(s->ctx_tgt.get());
+        *out         = s.release();
+        return LLAMA_MTP_OK;
+    });
+}
+
+void llama_mtp_session_free(struct llama_mtp_session * session) {
+    if (session != nullptr) {
+        // the speculative driver references both contexts: drop it first
+        session->spec.reset();
+        session->ctx_dft.reset();
+        delete session;
+    }
+}
+
+int32_t llama_mtp_session_start(struct llama_mtp_session * session, const llama_token * prompt, int32_t n_prompt,
+                                int32_t n_max) {
+    if (session == nullptr) {
+        set_error("session is NULL");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    return guarded("session start", [&]() { return start(session, prompt, n_prompt, n_max); });
+}
+
+int32_t llama_mtp_session_step(struct llama_mtp_session * session, llama_token * out, int32_t cap,
+                               struct llama_mtp_step_result * result) {
+    if (session == nullptr || out == nullptr || result == nullptr) {
+        set_error("session, out and result must not be NULL");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    return guarded("session step", [&]() {
+        const int32_t rc = step(session, out, cap, result);
+        if (rc != LLAMA_MTP_OK) {
+            session->done = true;  // the contexts are in an unknown state: a new start is needed
+        }
+        return rc;
+    });
+}
+
+int32_t llama_mtp_session_generate(struct llama_mtp_session * session, const llama_token * prompt, int32_t n_prompt,
+                                   int32_t n_max, llama_token * out, int32_t * n_out) {
+    if (session == nullptr || out == nullptr || n_out == nullptr) {
+        set_error("session, out and n_out must not be NULL");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    *n_out = 0;
+    return guarded("session generate", [&]() -> int32_t {
+        int32_t rc = start(session, prompt, n_prompt, n_max);
+        if (rc != LLAMA_MTP_OK) {
+            return rc;
+        }
+        std::vector<llama_token> buf(LLAMA_MTP_MAX_DRAFT + 1);
+        llama_mtp_step_result    res{};
+        while (!session->done) {
+            rc = step(session, buf.data(), static_cast<int32_t>(buf.size()), &res);
+            if (rc != LLAMA_MTP_OK) {
+                session->done = true;
+                return rc;
+            }
+            std::copy(buf.begin(), buf.begin() + res.n_tokens, out + *n_out);
+            *n_out += res.n_tokens;
+        }
+        return LLAMA_MTP_OK;
+    });
+}
+
+void llama_mtp_session_stats(const struct llama_mtp_session * session, struct llama_mtp_stats * out) {
+    if (session != nullptr && out != nullptr) {
+        *out = session->stats;
+    }
+}
+
+int32_t llama_mtp_session_reset(struct llama_mtp_session * session) {
+    if (session == nullptr) {
+        set_error("session is NULL");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    return guarded("session reset", [&]() -> int32_t {
+        session->spec.reset();
+        session->clear_memory();
+        llama_sampler_reset(session->smpl.get());  // back to the seed
+        session->stats   = {};
+        session->started = false;
+        session->done    = true;
+        return LLAMA_MTP_OK;
+    });
+}
+
+struct llama_context * llama_mtp_session_target_context(struct llama_mtp_session * session) {
+    return session != nullptr ? session->ctx_tgt.get() : nullptr;
+}
+
+struct llama_context * llama_mtp_session_draft_context(struct llama_mtp_session * session) {
+    return session != nullptr ? session->ctx_dft.get() : nullptr;
+}
+
+}  // extern "C"

@@ -1,0 +1,64 @@
+// Error plumbing shared by the shim's translation units (not part of the C API).
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "ggml.h"
+#include "llama_mtp.h"
+
+namespace llama_mtp_internal {
+
+inline thread_local std::string g_last_error;
+inline thread_local std::string g_log_errors;  // error lines logged by llama.cpp during the current call
+inline int                      g_verbosity = 1;
+
+inline void set_verbosity(int32_t v) {
+    g_verbosity = v;
+}
+
+inline void set_error(const std::string & msg) {
+    g_last_error = msg;
+}
+
+// Error text for a failed call: our message, then what llama.cpp logged at error level.
+inline void set_error_with_log(const std::string & msg) {
+    std::string full = msg;
+    if (!g_log_errors.empty()) {
+        full += ": " + g_log_errors;
+        while (!full.empty() && (full.back() == '\n' || full.back() == ' ')) {
+            full.pop_back();
+        }
+    }
+    set_error(full);
+}
+
+inline void log_callback(ggml_log_level level, const char * text, void * /*user_data*/) {
+    if (level == GGML_LOG_LEVEL_ERROR && g_log_errors.size() < 4096) {
+        g_log_errors += text;
+    }
+    const bool show =
+        g_verbosity >= 2 || (g_verbosity == 1 && (level == GGML_LOG_LEVEL_ERROR || level == GGML_LOG_LEVEL_WARN));
+    if (show) {
+        fputs(text, stderr);
+    }
+}
+
+// Runs f, turning C++ exceptions into LLAMA_MTP_ERR_INTERNAL: nothing may cross the C boundary.
+template <typename F>
+int32_t guarded(const char * what, F && f) {
+    g_last_error.clear();
+    g_log_errors.clear();
+    try {
+        return f();
+    } catch (const std::exception & e) {
+        set_error(std::string(what) + ": " + e.what());
+    } catch (...) {
+        set_error(std::string(what) + ": unknown C++ exception");
+    }
+    return LLAMA_MTP_ERR_INTERNAL;
+}
+
+}  // namespace llama_mtp_internal

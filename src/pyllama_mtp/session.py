@@ -1,0 +1,274 @@
+"""``MtpSession``: draft-MTP speculative decoding with the loop in C++.
+
+Each native call runs one draft -> verify -> accept step (up to ``n_draft + 1``
+tokens) or a whole generation, so Python pays per step, never per token.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._native import check, ffi, lib
+from ._native import kv_cache_type as _kv_type
+from ._resource import NativeResource
+from .errors import ContextOverflowError, PairMismatchError
+from .model import Model
+
+MAX_DRAFT = int(lib.LLAMA_MTP_MAX_DRAFT)
+_DEFAULT_SEED = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the target picks tokens. ``temperature <= 0`` is greedy; ``seed=None`` draws a random seed.
+
+    A session's random stream runs on across generations, so the sequence of generations of a
+    seeded session is reproducible; :meth:`MtpSession.reset` rewinds it to the seed.
+    """
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_k must be >= 0 and top_p in (0, 1], got {self.top_k}, {self.top_p}")
+        if self.seed is not None and not 0 <= self.seed < _DEFAULT_SEED:
+            raise ValueError(f"seed must be in [0, 2**32 - 1), got {self.seed}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """One draft -> verify -> accept step: the tokens it emitted and the draft it verified."""
+
+    tokens: list[int]
+    draft: list[int]
+    n_accepted: int
+    done: bool
+
+
+@dataclass(frozen=True)
+class MtpStats:
+    """Counters since the session was created or last :meth:`MtpSession.reset`."""
+
+    n_prompt: int
+    n_generated: int
+    n_drafted: int
+    n_accepted: int
+    n_steps: int
+    target_passes: int
+    drafter_calls: int
+    prompt_seconds: float
+    generate_seconds: float
+    drafted_by_position: tuple[int, ...] = ()
+    accepted_by_position: tuple[int, ...] = ()
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted draft tokens / drafted tokens (0 when nothing was drafted)."""
+        return self.n_accepted / self.n_drafted if self.n_drafted else 0.0
+
+    @property
+    def acceptance_by_position(self) -> tuple[float, ...]:
+        """Acceptance rate of the i-th draft token of a step."""
+        return tuple(
+            a / d if d else 0.0 for a, d in zip(self.accepted_by_position, self.drafted_by_position, strict=True)
+        )
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.n_generated / self.generate_seconds if self.generate_seconds > 0 else 0.0
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Generated tokens per verify pass: 1.0 without speculation, up to n_draft + 1."""
+        return self.n_generated / self.n_steps if self.n_steps else 0.0
+
+    def format(self) -> str:
+        """A small table for terminals."""
+        rows = [
+            ("prompt tokens", f"{self.n_prompt}"),
+            ("generated tokens", f"{self.n_generated}"),
+            ("drafted / accepted", f"{self.n_drafted} / {self.n_accepted}"),
+            ("acceptance rate", f"{self.acceptance_rate:.3f}"),
+            ("by draft position", " ".join(f"{r:.2f}" for r in self.acceptance_by_position) or "-"),
+            ("target passes", f"{self.target_passes}"),
+            ("drafter calls", f"{self.drafter_calls}"),
+            ("tokens per verify pass", f"{self.tokens_per_step:.2f}"),
+            ("generation speed", f"{self.tokens_per_second:.1f} tokens/s"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+class MtpSession(NativeResource):
+    """A target model and an MTP drafter (``gemma4_assistant``) decoding together.
+
+    ``drafter=None`` drafts with the target's own MTP head (archs with in-file nextn
+    layers); ``n_draft=0`` runs the target alone with the same sampler, the baseline
+    that greedy draft-MTP output must equal token for token. The models must stay open
+    while the session is. Not thread-safe: use one session per thread.
+    """
+
+    _kind = "session"
+
+    def __init__(
+        self,
+        target: Model,
+        drafter: Model | None = None,
+        *,
+        n_draft: int = 3,
+        p_min: float = 0.0,
+        n_ctx: int = 2048,
+        n_batch: int = 512,
+        n_threads: int = 0,
+        swa_full: bool = False,
+        offload_kqv: bool = True,
+        kv_cache_type: str = "f16",
+        sampling: Sampling | None = None,
+    ) -> None:
+        if not 0 <= n_draft <= MAX_DRAFT:
+            raise ValueError(f"n_draft must be in [0, {MAX_DRAFT}], got {n_draft}")
+        self.target = target
+        self.drafter = drafter
+        self.n_draft = n_draft
+        self.sampling = sampling or Sampling()
+        params = lib.llama_mtp_session_default_params()
+        params.n_draft = n_draft
+        params.p_min = p_min
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_threads = n_threads
+        params.swa_full = swa_full
+        params.offload_kqv = offload_kqv
+        params.type_kv = _kv_type(kv_cache_type)
+        params.temperature = self.sampling.temperature
+        params.top_k = self.sampling.top_k
+        params.top_p = self.sampling.top_p
+        params.seed = _DEFAULT_SEED if self.sampling.seed is None else self.sampling.seed
+        out = ffi.new("struct llama_mtp_session **")
+        drafter_ptr = drafter.ptr if drafter is not None else ffi.NULL
+        where = f"{target.path} + {drafter.path}: " if drafter is not None else f"{target.path}: "
+        check(lib.llama_mtp_session_create(target.ptr, drafter_ptr, params, out), where, PairMismatchError)
+        self._ptr = out[0]
+        self._generation = 0
+        self._buf = ffi.new("llama_token[]", MAX_DRAFT + 1)
+        self._res = ffi.new("struct llama_mtp_step_result *")
+
+    def _free(self, ptr: Any) -> None:
+        lib.llama_mtp_session_free(ptr)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(lib.llama_n_ctx(lib.llama_mtp_session_target_context(self.ptr)))
+
+    def _prompt_ids(self, prompt: str | Sequence[int]) -> list[int]:
+        ids = self.target.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+        if not ids:
+            raise ValueError("the prompt must hold at least one token")
+        self.target.check_tokens(ids)
+        if len(ids) + 1 > self.n_ctx:
+            raise ContextOverflowError(f"the prompt ({len(ids)} tokens) does not fit n_ctx={self.n_ctx}")
+        return ids
+
+    def _start(self, ids: list[int], max_tokens: int) -> int:
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        check(lib.llama_mtp_session_start(self.ptr, ffi.new("llama_token[]", ids), len(ids), max_tokens))
+        self._generation += 1
+        return self._generation
+
+    def steps(self, prompt: str | Sequence[int], max_tokens: int) -> Iterator[Step]:
+        """Decode ``prompt`` and yield each draft/verify step until ``max_tokens`` or end of generation.
+
+        Starting another generation on this session ends this iterator.
+        """
+        generation = self._start(self._prompt_ids(prompt), max_tokens)
+        res = self._res
+        while True:
+            if generation != self._generation:
+                raise RuntimeError("this generation was superseded by a newer one on the same session")
+            check(lib.llama_mtp_session_step(self.ptr, self._buf, MAX_DRAFT + 1, res))
+            if res.n_tokens == 0 and res.done:
+                return
+            yield Step(
+                tokens=list(ffi.unpack(self._buf, res.n_tokens)),
+                draft=list(ffi.unpack(res.draft, res.n_drafted)),
+                n_accepted=int(res.n_accepted),
+                done=bool(res.done),
+            )
+            if res.done:
+                return
+
+    def generate(self, prompt: str | Sequence[int], max_tokens: int) -> Iterator[int]:
+        """Stream generated token ids (the prompt is text or ids)."""
+        for step in self.steps(prompt, max_tokens):
+            yield from step.tokens
+
+    def generate_text(self, prompt: str | Sequence[int], max_tokens: int) -> Iterator[str]:
+        """Stream generated text; a UTF-8 character split across tokens comes out whole."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for step in self.steps(prompt, max_tokens):
+            piece = decoder.decode(b"".join(self.target.token_to_piece(t) for t in step.tokens))
+            if piece:
+                yield piece
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+    def complete(self, prompt: str | Sequence[int], max_tokens: int) -> list[int]:
+        """The whole generation in one native call (no streaming): the fastest path."""
+        ids = self._prompt_ids(prompt)
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        out = ffi.new("llama_token[]", max(1, max_tokens))
+        n_out = ffi.new("int32_t *")
+        self._generation += 1
+        check(lib.llama_mtp_session_generate(self.ptr, ffi.new("llama_token[]", ids), len(ids), max_tokens, out, n_out))
+        return list(ffi.unpack(out, n_out[0]))
+
+    @property
+    def stats(self) -> MtpStats:
+        s = ffi.new("struct llama_mtp_stats *")
+        lib.llama_mtp_session_stats(self.ptr, s)
+        n = self.n_draft
+        return MtpStats(
+            n_prompt=int(s.n_prompt),
+            n_generated=int(s.n_generated),
+            n_drafted=int(s.n_drafted),
+            n_accepted=int(s.n_accepted),
+            n_steps=int(s.n_steps),
+            target_passes=int(s.n_target_passes),
+            drafter_calls=int(s.n_draft_calls),
+            prompt_seconds=s.t_prompt_us / 1e6,
+            generate_seconds=s.t_generate_us / 1e6,
+            drafted_by_position=tuple(int(x) for x in s.drafted_by_pos[0:n]),
+            accepted_by_position=tuple(int(x) for x in s.accepted_by_pos[0:n]),
+        )
+
+    def reset(self) -> None:
+        """Clear the KV caches and the counters, and rewind the sampler to its seed."""
+        self._generation += 1
+        check(lib.llama_mtp_session_reset(self.ptr))
+
+    def memory(self) -> dict[str, dict[str, int]]:
+        """Bytes held by the target and draft contexts: ``{"target": {...}, "drafter": {...}}``."""
+        result: dict[str, dict[str, int]] = {}
+        for name, ctx in (
+            ("target", lib.llama_mtp_session_target_context(self.ptr)),
+            ("drafter", lib.llama_mtp_session_draft_context(self.ptr)),
+        ):
+            if ctx == ffi.NULL:
+                continue
+            m = ffi.new("struct llama_mtp_memory *")
+            check(lib.llama_mtp_context_memory(ctx, m))
+            result[name] = {"model": int(m.model), "context": int(m.context), "compute": int(m.compute)}
+        return result
