@@ -11,6 +11,8 @@ import pytest
 from pyllama_mtp import Context, Model
 from pyllama_mtp.fixtures import Pair, PairConfig, build_pair
 
+from parity import EXACT
+
 # The converter comes from the tree this checkout built against.
 os.environ.setdefault("PYLLAMA_MTP_LLAMA_TREE", str(Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp"))
 
@@ -28,7 +30,7 @@ def target(pair: Pair) -> Iterator[Model]:
 
 @pytest.fixture()
 def ctx(target: Model) -> Iterator[Context]:
-    with Context(target, n_ctx=256, n_threads=2) as context:
+    with Context(target, n_ctx=256, **EXACT, n_threads=2) as context:
         yield context
 
 

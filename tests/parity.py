@@ -8,14 +8,35 @@ such a near-tie; after it the two trajectories legitimately differ and are not c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-# Measured on the default fixture (teacher forcing, f32 GGUF): llama.cpp's CPU logits differ from
-# HF's by up to ~0.02 (logit std ~1.6), mostly from ggml's f16-table GELU. Margins under 0.05 are
-# therefore ties across implementations.
-NEAR_TIE_HF = 0.05
-# Same build, different batch shapes (a k+1-token verify batch vs 1-token decodes): measured up
-# to 0.008 between one batched decode and token-by-token decodes of the same sequence (CPU).
-NEAR_TIE_SAME_BUILD = 0.02
+# Parity runs use an f32 KV cache without flash attention: with llama.cpp's defaults (f16 KV,
+# flash attention auto) CPU logits move by 0.04 against HF and 0.01 between batch shapes; without
+# them by 0.008 and 0.001 (logit std ~1.6). `python bench/numerics.py` measures these numbers;
+# bench/results/*-numerics.json holds them for the CPU and the H100.
+EXACT: dict[str, Any] = {"kv_cache_type": "f32", "flash_attn": False}
+
+
+def _on_gpu() -> bool:
+    from pyllama_mtp import build_info
+
+    return build_info().gpu_offload  # the fixtures load with n_gpu_layers=-1
+
+
+ON_GPU = _on_gpu()
+# Top-2 margins under which two computations may legitimately pick different tokens: HF vs this
+# build, and this build at two batch shapes (a k+1-token verify batch vs 1-token decodes).
+# CPU: measured max |diff| 0.008 vs HF (ggml's f16-table GELU is most of it) and 0.0008 between
+# shapes. CUDA (H100): 0.036 for both; batched f32 matmuls on the GPU round like f16/TF32, and
+# flash attention off changes nothing there.
+NEAR_TIE_HF = 0.08 if ON_GPU else 0.02
+NEAR_TIE_SAME_BUILD = 0.08 if ON_GPU else 0.005
+# Per-position normalised MSE vs HF, on the prompt and along a 64-token teacher-forced
+# continuation, where the error grows slowly with position. CPU: 1e-4 holds on prompts (CPU max
+# 1.5e-6 with EXACT). CUDA: prompts within a long batch reach 2.0e-4 at one position and the
+# continuation 1.4e-3 (H100, 2026-11-24), the batched-matmul rounding above.
+NMSE_PROMPT = 5e-4 if ON_GPU else 1e-4
+NMSE_TRAJECTORY = 5e-3 if ON_GPU else 1e-3
 
 
 @dataclass

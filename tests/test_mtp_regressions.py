@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pyllama_mtp import (
@@ -15,7 +16,7 @@ from pyllama_mtp import (
 )
 from pyllama_mtp.fixtures import PairConfig, build_pair
 
-from parity import NEAR_TIE_SAME_BUILD, compare
+from parity import EXACT, NEAR_TIE_SAME_BUILD, compare
 
 # well past the 32-token sliding window (the fixture's BPE merges its training phrases, so vary it)
 LONG_PROMPT = " ".join(f"{i} fox {chr(97 + i % 26)}" for i in range(40))
@@ -25,7 +26,7 @@ def test_drafter_rows_are_target_width(target: Model, drafter: Model) -> None:
     # the drafter is narrower than the target, but reads and writes hidden rows of the target's width
     assert drafter.n_embd < target.n_embd_out
     assert drafter.n_embd_out == target.n_embd_out
-    with MtpSession(target, drafter, n_ctx=256) as session:
+    with MtpSession(target, drafter, n_ctx=256, **EXACT) as session:
         assert next(session.steps("the quick brown fox", 8)).draft
 
 
@@ -36,7 +37,7 @@ def test_drafter_for_another_target_width_is_refused(drafter: Model) -> None:
         with pytest.raises(PairMismatchError, match="hidden rows of width 256 but the target produces 192"):
             MtpSession(wide_target, drafter)
         # the process and the models are fine afterwards
-        with MtpSession(wide_target, None, n_draft=0, n_ctx=256) as plain:
+        with MtpSession(wide_target, None, n_draft=0, n_ctx=256, **EXACT) as plain:
             assert len(plain.complete("fox", 4)) >= 1
 
 
@@ -49,16 +50,16 @@ def test_pairs_without_an_mtp_head_are_refused(target: Model, drafter: Model) ->
 
 def test_assistant_context_without_ctx_other_raises(drafter: Model, target: Model) -> None:
     with pytest.raises(ContextError, match="ctx_other"):
-        Context(drafter, n_ctx=256, mtp=True)
+        Context(drafter, n_ctx=256, **EXACT, mtp=True)
     with pytest.raises(ContextError):
         MtpSession(drafter, None, n_draft=0)
     # and with it, it works
-    with Context(target, n_ctx=256) as tgt, Context(drafter, n_ctx=256, mtp=True, ctx_other=tgt) as dft:
+    with Context(target, n_ctx=256, **EXACT) as tgt, Context(drafter, n_ctx=256, mtp=True, ctx_other=tgt) as dft:
         assert dft.n_ctx == tgt.n_ctx
 
 
 def test_drafter_shares_the_target_kv(target: Model, drafter: Model) -> None:
-    with MtpSession(target, drafter, n_ctx=1024, kv_cache_type="f32") as session:
+    with MtpSession(target, drafter, n_ctx=1024, **EXACT) as session:
         memory = session.memory()
     assert memory["target"]["context"] > 0
     assert memory["drafter"]["context"] == 0, memory  # every drafter layer reads the target's cells
@@ -69,31 +70,29 @@ def test_swa_target_with_draft_mtp(target: Model, drafter: Model, swa_full: bool
     """No swa_full override for the draft context: the drafter's SWA cache is never oversized, and
     generation past the window equals the baseline under either setting."""
     with (
-        MtpSession(target, drafter, n_ctx=1024, swa_full=swa_full) as spec,
-        MtpSession(target, None, n_draft=0, n_ctx=1024, swa_full=swa_full) as plain,
+        MtpSession(target, drafter, n_ctx=1024, **EXACT, swa_full=swa_full) as spec,
+        MtpSession(target, None, n_draft=0, n_ctx=1024, **EXACT, swa_full=swa_full) as plain,
     ):
         prompt = target.tokenize(LONG_PROMPT)
         assert len(prompt) > 64
         ours, base = spec.complete(prompt, 64), plain.complete(prompt, 64)
         cmp = compare(ours, base, [])
         if cmp.diverged_at is not None:
-            with Context(target, n_ctx=1024) as ctx:
-                import numpy as np
-
+            with Context(target, n_ctx=1024, **EXACT) as ctx:
                 ctx.decode(prompt + base[: cmp.diverged_at])
                 top = np.sort(ctx.logits())[-2:]
             cmp.margin = float(top[1] - top[0])
         assert cmp.ok(NEAR_TIE_SAME_BUILD), cmp
         memory = spec.memory()
     assert memory["drafter"]["context"] == 0
-    with MtpSession(target, drafter, n_ctx=1024, swa_full=not swa_full) as flipped:
+    with MtpSession(target, drafter, n_ctx=1024, **EXACT, swa_full=not swa_full) as flipped:
         other = flipped.memory()["target"]["context"]
     small, full = (memory["target"]["context"], other) if not swa_full else (other, memory["target"]["context"])
     assert small < full, "swa_full=False should shrink the target's sliding-window cache"
 
 
 def test_context_overflow_mid_generation_raises_and_session_recovers(target: Model, drafter: Model) -> None:
-    with MtpSession(target, drafter, n_ctx=256) as session:
+    with MtpSession(target, drafter, n_ctx=256, **EXACT) as session:
         prompt = target.tokenize(LONG_PROMPT)
         n_ctx = session.n_ctx
         with pytest.raises(ContextOverflowError):
@@ -107,7 +106,7 @@ def test_context_overflow_mid_generation_raises_and_session_recovers(target: Mod
 
 
 def test_invalid_prompt_tokens_raise(target: Model, drafter: Model) -> None:
-    with MtpSession(target, drafter, n_ctx=256) as session:
+    with MtpSession(target, drafter, n_ctx=256, **EXACT) as session:
         with pytest.raises(InvalidTokenError):
             session.complete([1, target.n_vocab + 3], 4)
         with pytest.raises(InvalidTokenError):
@@ -118,7 +117,7 @@ def test_invalid_prompt_tokens_raise(target: Model, drafter: Model) -> None:
 
 
 def test_a_new_generation_ends_the_previous_iterator(target: Model, drafter: Model) -> None:
-    with MtpSession(target, drafter, n_ctx=256) as session:
+    with MtpSession(target, drafter, n_ctx=256, **EXACT) as session:
         first = session.generate("the quick brown fox", 32)
         next(first)
         session.complete("lazy dog", 4)

@@ -10,7 +10,7 @@ import pytest
 from pyllama_mtp import Context, Model, MtpSession, Sampling
 from pyllama_mtp.fixtures import Pair, hf_first_draft, hf_greedy_with_margins, hf_target
 
-from parity import NEAR_TIE_HF, NEAR_TIE_SAME_BUILD, compare
+from parity import EXACT, NEAR_TIE_HF, NEAR_TIE_SAME_BUILD, NMSE_PROMPT, NMSE_TRAJECTORY, compare
 
 N_NEW = 64
 PROMPTS = [
@@ -39,40 +39,46 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def mtp(target: Model, drafter: Model) -> Iterator[MtpSession]:
-    with MtpSession(target, drafter, n_draft=3, n_ctx=512, n_threads=2) as session:
+    with MtpSession(target, drafter, n_draft=3, n_ctx=512, **EXACT, n_threads=2) as session:
         yield session
 
 
 @pytest.fixture(scope="module")
 def baseline(target: Model) -> Iterator[MtpSession]:
-    with MtpSession(target, None, n_draft=0, n_ctx=512, n_threads=2) as session:
+    with MtpSession(target, None, n_draft=0, n_ctx=512, **EXACT, n_threads=2) as session:
         yield session
 
 
 def own_margin(target: Model, prompt: list[int], prefix: list[int]) -> float:
     """Top-2 margin of this build's target after ``prompt + prefix`` (one plain decode)."""
-    with Context(target, n_ctx=512, n_threads=2) as ctx:
+    with Context(target, n_ctx=512, **EXACT, n_threads=2) as ctx:
         ctx.decode(prompt + prefix)
         top = np.sort(ctx.logits())[-2:]
     return float(top[1] - top[0])
 
 
+def same_build_compared(target: Model, prompt: list[int], ours: list[int], base: list[int]) -> int:
+    """Tokens equal before a divergence; a divergence passes only at a near-tie of this build."""
+    same = compare(ours, base, [])
+    if same.diverged_at is not None:
+        same.margin = own_margin(target, prompt, base[: same.diverged_at])
+        assert same.ok(NEAR_TIE_SAME_BUILD), f"left the baseline at {same.diverged_at} with margin {same.margin}"
+    return same.compared
+
+
 def test_greedy_mtp_equals_baseline_and_hf(
     mtp: MtpSession, baseline: MtpSession, target: Model, pair: Pair, record_property: pytest.RecordProperty
 ) -> None:
-    near_ties_hf = near_ties_build = compared_hf = 0
+    near_ties_hf = compared_hf = compared_build = total = 0
     for text in PROMPTS:
         prompt = target.tokenize(text)
         ours = list(mtp.generate(prompt, N_NEW))
         base = baseline.complete(prompt, N_NEW)
-        with Context(target, n_ctx=512, n_threads=2) as ctx:
-            assert ctx.generate_greedy(prompt, N_NEW) == base, "the two target-only loops disagree"
-
-        same = compare(ours, base, [])
-        if same.diverged_at is not None:
-            same.margin = own_margin(target, prompt, base[: same.diverged_at])
-            assert same.ok(NEAR_TIE_SAME_BUILD), f"{text!r}: draft-mtp left the baseline at {same.diverged_at}"
-            near_ties_build += 1
+        with Context(target, n_ctx=512, **EXACT, n_threads=2) as ctx:
+            # the two target-only loops (prompt's last row batched or decoded alone)
+            same_build_compared(target, prompt, ctx.generate_greedy(prompt, N_NEW), base)
+        compared_build += same_build_compared(target, prompt, ours, base)
+        total += len(base)
 
         ref, margins = hf_greedy_with_margins(pair, prompt, N_NEW)
         vs_hf = compare(base, ref, margins)
@@ -80,12 +86,12 @@ def test_greedy_mtp_equals_baseline_and_hf(
         near_ties_hf += vs_hf.diverged_at is not None
         compared_hf += vs_hf.compared
     record_property("near_ties_vs_hf", near_ties_hf)
-    record_property("near_ties_same_build", near_ties_build)
+    record_property("tokens_compared_vs_baseline", compared_build)
     record_property("tokens_compared_vs_hf", compared_hf)
-    print(f"near-ties: {near_ties_hf} vs HF, {near_ties_build} vs baseline; {compared_hf} tokens equal to HF")
-    # the rule must not let near-ties swallow the comparison
-    assert compared_hf >= len(PROMPTS) * N_NEW // 2
-    assert near_ties_build <= 2
+    print(f"of {total} baseline tokens, {compared_build} equal to draft-mtp and {compared_hf} to HF before a near-tie")
+    # the near-tie rule must not swallow the comparison
+    assert compared_hf >= total // 2
+    assert compared_build >= total // 2
 
 
 def test_teacher_forced_logits_match_hf(target: Model, pair: Pair) -> None:
@@ -98,14 +104,12 @@ def test_teacher_forced_logits_match_hf(target: Model, pair: Pair) -> None:
         seq = prompt + ref_tokens
         with torch.no_grad():
             ref = hf(torch.tensor([seq])).logits[0].numpy()
-        with Context(target, n_ctx=512, n_threads=2) as ctx:
+        with Context(target, n_ctx=512, **EXACT, n_threads=2) as ctx:
             ctx.decode(seq, all_logits=True)
             ours = ctx.all_logits()
         nmse = ((ours - ref) ** 2).sum(axis=1) / (ref**2).sum(axis=1)
-        assert nmse[: len(prompt)].max() < 1e-4, (text, nmse[: len(prompt)].max())
-        # ggml's CPU GELU rounds its input to f16 (GGML_GELU_FP16): the error grows slowly with
-        # position, measured up to 1.3e-4 after 64 generated tokens
-        assert nmse.max() < 1e-3, (text, nmse.max())
+        assert nmse[: len(prompt)].max() < NMSE_PROMPT, (text, nmse[: len(prompt)].max())
+        assert nmse.max() < NMSE_TRAJECTORY, (text, nmse.max())
         # along the reference trajectory our argmax is HF's token wherever HF's choice is clear
         ours_next = ours[len(prompt) - 1 : -1].argmax(axis=1)
         for i, (a, b) in enumerate(zip(ours_next, ref_tokens, strict=True)):
@@ -131,7 +135,7 @@ def test_agreeing_pair_is_accepted(agreeing_pair: Pair) -> None:
     with (
         Model(agreeing_pair.target_gguf) as target,
         Model(agreeing_pair.drafter_gguf) as drafter,
-        MtpSession(target, drafter, n_draft=3, n_ctx=512, n_threads=2) as session,
+        MtpSession(target, drafter, n_draft=3, n_ctx=512, **EXACT, n_threads=2) as session,
     ):
         for text in PROMPTS[:5]:
             tokens = session.complete(text, N_NEW)
@@ -175,7 +179,8 @@ def test_sampling_follows_the_target_distribution(agreeing_pair: Pair) -> None:
     with Model(agreeing_pair.target_gguf) as target, Model(agreeing_pair.drafter_gguf) as drafter:
         prompt = target.tokenize("the quick brown fox")
         for n_draft in (3, 0):
-            with MtpSession(target, drafter if n_draft else None, n_draft=n_draft, n_ctx=256, sampling=sampling) as s:
+            chosen = drafter if n_draft else None
+            with MtpSession(target, chosen, n_draft=n_draft, n_ctx=256, **EXACT, sampling=sampling) as s:
                 hits = total = 0
                 for _ in range(n_runs):
                     out = s.complete(prompt, n_new)
@@ -195,16 +200,16 @@ def test_sampling_follows_the_target_distribution(agreeing_pair: Pair) -> None:
 def test_seeded_sampling_is_reproducible(target: Model, drafter: Model, seed: int) -> None:
     sampling = Sampling(temperature=0.9, top_k=40, top_p=0.95, seed=seed)
     prompts = PROMPTS[:4]
-    with MtpSession(target, drafter, n_ctx=512, n_threads=2, sampling=sampling) as spec:
+    with MtpSession(target, drafter, n_ctx=512, **EXACT, n_threads=2, sampling=sampling) as spec:
         outputs = [spec.complete(text, N_NEW) for text in prompts]
         spec.reset()
         assert [spec.complete(text, N_NEW) for text in prompts] == outputs, "same seed, different output"
-    with MtpSession(target, drafter, n_ctx=512, n_threads=2, sampling=sampling) as fresh:
+    with MtpSession(target, drafter, n_ctx=512, **EXACT, n_threads=2, sampling=sampling) as fresh:
         assert [fresh.complete(text, N_NEW) for text in prompts] == outputs
-    with MtpSession(target, None, n_draft=0, n_ctx=512, n_threads=2) as greedy:
+    with MtpSession(target, None, n_draft=0, n_ctx=512, **EXACT, n_threads=2) as greedy:
         assert [greedy.complete(text, N_NEW) for text in prompts] != outputs, "sampling is not applied"
     reseeded = Sampling(temperature=0.9, top_k=40, top_p=0.95, seed=seed + 100)
-    with MtpSession(target, drafter, n_ctx=512, n_threads=2, sampling=reseeded) as other:
+    with MtpSession(target, drafter, n_ctx=512, **EXACT, n_threads=2, sampling=reseeded) as other:
         assert [other.complete(text, N_NEW) for text in prompts] != outputs, "the seed is ignored"
 
 
@@ -212,8 +217,8 @@ def test_sampling_without_drafts_is_plain_sampling(target: Model, drafter: Model
     """With no draft (p_min above 1) the session's verify batches are the plain loop's, bit for bit."""
     sampling = Sampling(temperature=0.9, seed=5)
     with (
-        MtpSession(target, drafter, n_ctx=512, n_threads=2, p_min=1.1, sampling=sampling) as spec,
-        MtpSession(target, None, n_draft=0, n_ctx=512, n_threads=2, sampling=sampling) as plain,
+        MtpSession(target, drafter, n_ctx=512, **EXACT, n_threads=2, p_min=1.1, sampling=sampling) as spec,
+        MtpSession(target, None, n_draft=0, n_ctx=512, **EXACT, n_threads=2, sampling=sampling) as plain,
     ):
         for text in PROMPTS[:4]:
             assert spec.complete(text, N_NEW) == plain.complete(text, N_NEW)

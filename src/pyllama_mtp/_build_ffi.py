@@ -40,7 +40,7 @@ int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params pa
 struct llama_mtp_context_params {
     uint32_t n_ctx; uint32_t n_batch; uint32_t n_ubatch; int32_t n_threads;
     bool embeddings; bool offload_kqv; struct llama_context * ctx_other; int32_t ctx_type; bool swa_full;
-    int32_t type_kv;
+    int32_t type_kv; int32_t flash_attn;
 };
 struct llama_mtp_context_params llama_mtp_context_default_params(void);
 int32_t llama_mtp_context_create(struct llama_model * model, struct llama_mtp_context_params params,
@@ -57,6 +57,7 @@ int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_
 struct llama_mtp_session_params {
     int32_t n_draft; float p_min; uint32_t n_ctx; uint32_t n_batch; int32_t n_threads;
     bool swa_full; bool offload_kqv; bool backend_sampling; int32_t type_kv;
+    int32_t flash_attn;
     float temperature; int32_t top_k; float top_p; uint32_t seed;
 };
 struct llama_mtp_step_result {

@@ -37,6 +37,7 @@ class Context(NativeResource):
         mtp: bool = False,
         swa_full: bool = True,
         kv_cache_type: str = "f16",
+        flash_attn: bool | None = None,
     ) -> None:
         if n_ctx < 0 or n_batch <= 0:
             raise ContextError(f"n_ctx must be >= 0 and n_batch > 0 (got n_ctx={n_ctx}, n_batch={n_batch})")
@@ -52,6 +53,7 @@ class Context(NativeResource):
         params.ctx_type = 1 if mtp else 0
         params.swa_full = swa_full
         params.type_kv = _kv_type(kv_cache_type)
+        params.flash_attn = -1 if flash_attn is None else int(flash_attn)
         out = ffi.new("struct llama_context **")
         check(lib.llama_mtp_context_create(model.ptr, params, out), f"{model.path}: ")
         self._ptr = out[0]

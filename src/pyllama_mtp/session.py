@@ -133,6 +133,7 @@ class MtpSession(NativeResource):
         swa_full: bool = False,
         offload_kqv: bool = True,
         kv_cache_type: str = "f16",
+        flash_attn: bool | None = None,
         sampling: Sampling | None = None,
     ) -> None:
         if not 0 <= n_draft <= MAX_DRAFT:
@@ -150,6 +151,7 @@ class MtpSession(NativeResource):
         params.swa_full = swa_full
         params.offload_kqv = offload_kqv
         params.type_kv = _kv_type(kv_cache_type)
+        params.flash_attn = -1 if flash_attn is None else int(flash_attn)
         params.temperature = self.sampling.temperature
         params.top_k = self.sampling.top_k
         params.top_p = self.sampling.top_p

@@ -111,6 +111,7 @@ struct llama_mtp_context_params llama_mtp_context_default_params(void) {
     p.ctx_type    = LLAMA_CONTEXT_TYPE_DEFAULT;
     p.swa_full    = true;
     p.type_kv     = GGML_TYPE_F16;
+    p.flash_attn  = LLAMA_FLASH_ATTN_TYPE_AUTO;
     return p;
 }
 
@@ -126,18 +127,17 @@ int32_t llama_mtp_context_create(struct llama_model * model, struct llama_mtp_co
         cp.n_ctx                = params.n_ctx;
         cp.n_batch              = params.n_batch;
         cp.n_ubatch             = params.n_ubatch;
-        if (params.n_threads > 0) {
-            cp.n_threads       = params.n_threads;
-            cp.n_threads_batch = params.n_threads;
-        }
-        cp.embeddings  = params.embeddings;
-        cp.offload_kqv = params.offload_kqv;
-        cp.ctx_other   = params.ctx_other;
-        cp.ctx_type    = static_cast<llama_context_type>(params.ctx_type);
-        cp.swa_full    = params.swa_full;
-        cp.type_k      = static_cast<ggml_type>(params.type_kv);
-        cp.type_v      = static_cast<ggml_type>(params.type_kv);
-        *out           = llama_init_from_model(model, cp);
+        cp.n_threads            = llama_mtp_internal::default_threads(params.n_threads);
+        cp.n_threads_batch      = cp.n_threads;
+        cp.embeddings           = params.embeddings;
+        cp.offload_kqv          = params.offload_kqv;
+        cp.ctx_other            = params.ctx_other;
+        cp.ctx_type             = static_cast<llama_context_type>(params.ctx_type);
+        cp.swa_full             = params.swa_full;
+        cp.type_k               = static_cast<ggml_type>(params.type_kv);
+        cp.type_v               = static_cast<ggml_type>(params.type_kv);
+        cp.flash_attn_type      = static_cast<llama_flash_attn_type>(params.flash_attn);
+        *out                    = llama_init_from_model(model, cp);
         if (*out == nullptr) {
             set_error_with_log("failed to create context");
             return LLAMA_MTP_ERR_CONTEXT;

@@ -58,6 +58,7 @@ struct llama_mtp_context_params {
     int32_t                ctx_type;     // enum llama_context_type (default LLAMA_CONTEXT_TYPE_DEFAULT)
     bool                   swa_full;     // full-size sliding-window cache (default true, as llama.cpp)
     int32_t                type_kv;      // KV cache element type, an enum ggml_type (default GGML_TYPE_F16)
+    int32_t                flash_attn;   // enum llama_flash_attn_type: -1 auto, 0 off, 1 on (default -1)
 };
 
 LLAMA_API struct llama_mtp_context_params llama_mtp_context_default_params(void);
@@ -108,6 +109,7 @@ struct llama_mtp_session_params {
     bool     offload_kqv;       // KV cache on the GPU (default true)
     bool     backend_sampling;  // draft top-k on the backend, as upstream (default true)
     int32_t  type_kv;           // KV cache element type, an enum ggml_type (default GGML_TYPE_F16)
+    int32_t  flash_attn;        // enum llama_flash_attn_type: -1 auto, 0 off, 1 on (default -1)
     float    temperature;       // <= 0 = greedy (default 0)
     int32_t  top_k;             // <= 0 = off (default 0)
     float    top_p;             // >= 1 = off (default 1)

@@ -338,6 +338,7 @@ struct llama_mtp_session_params llama_mtp_session_default_params(void) {
     p.offload_kqv      = true;
     p.backend_sampling = true;
     p.type_kv          = GGML_TYPE_F16;
+    p.flash_attn       = LLAMA_FLASH_ATTN_TYPE_AUTO;
     p.temperature      = 0.0f;
     p.top_k            = 0;
     p.top_p            = 1.0f;
@@ -367,15 +368,14 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
         cp.n_ctx                = params.n_ctx;
         cp.n_batch              = params.n_batch;
         cp.n_ubatch             = params.n_batch;
-        if (params.n_threads > 0) {
-            cp.n_threads       = params.n_threads;
-            cp.n_threads_batch = params.n_threads;
-        }
-        cp.offload_kqv = params.offload_kqv;
-        cp.swa_full    = params.swa_full;
-        cp.type_k      = static_cast<ggml_type>(params.type_kv);
-        cp.type_v      = static_cast<ggml_type>(params.type_kv);
-        cp.n_rs_seq    = static_cast<uint32_t>(params.n_draft);  // rollback for recurrent targets
+        cp.n_threads            = llama_mtp_internal::default_threads(params.n_threads);
+        cp.n_threads_batch      = cp.n_threads;
+        cp.offload_kqv          = params.offload_kqv;
+        cp.swa_full             = params.swa_full;
+        cp.type_k               = static_cast<ggml_type>(params.type_kv);
+        cp.type_v               = static_cast<ggml_type>(params.type_kv);
+        cp.flash_attn_type      = static_cast<llama_flash_attn_type>(params.flash_attn);
+        cp.n_rs_seq             = static_cast<uint32_t>(params.n_draft);  // rollback for recurrent targets
         s->ctx_tgt.reset(llama_init_from_model(target, cp));
         if (!s->ctx_tgt) {
             set_error_with_log("failed to create the target context");

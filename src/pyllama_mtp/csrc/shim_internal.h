@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <thread>
 
 #include "ggml.h"
 #include "llama_mtp.h"
@@ -44,6 +45,16 @@ inline void log_callback(ggml_log_level level, const char * text, void * /*user_
     if (show) {
         fputs(text, stderr);
     }
+}
+
+// Threads for n_threads <= 0: every hardware thread. llama.cpp's own default is a fixed 4, which
+// oversubscribes small machines (4 spinning threads on 2 cores made each decode ~5x slower).
+inline int32_t default_threads(int32_t requested) {
+    if (requested > 0) {
+        return requested;
+    }
+    const unsigned n = std::thread::hardware_concurrency();
+    return n > 0 ? static_cast<int32_t>(n) : 4;
 }
 
 // Runs f, turning C++ exceptions into LLAMA_MTP_ERR_INTERNAL: nothing may cross the C boundary.
