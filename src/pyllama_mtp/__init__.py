@@ -14,6 +14,7 @@ from .errors import (
     DecodeError,
     InvalidTokenError,
     ModelLoadError,
+    OutputFileError,
     PairMismatchError,
     PyllamaMtpError,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "ModelLoadError",
     "MtpSession",
     "MtpStats",
+    "OutputFileError",
     "PairMismatchError",
     "PyllamaMtpError",
     "Sampling",

@@ -23,7 +23,7 @@ struct llama_vocab;
 
 enum llama_mtp_status {
     LLAMA_MTP_OK, LLAMA_MTP_ERR_INVALID_ARG, LLAMA_MTP_ERR_LOAD, LLAMA_MTP_ERR_CONTEXT,
-    LLAMA_MTP_ERR_DECODE, LLAMA_MTP_ERR_KV_FULL, LLAMA_MTP_ERR_INTERNAL, ...
+    LLAMA_MTP_ERR_DECODE, LLAMA_MTP_ERR_KV_FULL, LLAMA_MTP_ERR_INTERNAL, LLAMA_MTP_ERR_IO, ...
 };
 
 const char * llama_mtp_last_error(void);
@@ -58,13 +58,13 @@ struct llama_mtp_session_params {
     int32_t n_draft; float p_min; uint32_t n_ctx; uint32_t n_batch; int32_t n_threads;
     bool swa_full; bool offload_kqv; bool backend_sampling; int32_t type_kv;
     int32_t flash_attn;
-    float temperature; int32_t top_k; float top_p; uint32_t seed;
+    float temperature; int32_t top_k; float top_p; uint32_t seed; const char * trace_path;
 };
 struct llama_mtp_step_result {
     int32_t n_tokens; int32_t n_drafted; int32_t n_accepted; llama_token draft[16]; bool done;
 };
 struct llama_mtp_stats {
-    int64_t n_prompt; int64_t n_generated; int64_t n_drafted; int64_t n_accepted;
+    int64_t n_prompt; int64_t n_prompt_reused; int64_t n_generated; int64_t n_drafted; int64_t n_accepted;
     int64_t n_steps; int64_t n_target_passes; int64_t n_draft_calls; int64_t t_prompt_us; int64_t t_generate_us;
     int64_t drafted_by_pos[16]; int64_t accepted_by_pos[16];
 };

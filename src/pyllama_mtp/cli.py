@@ -34,7 +34,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         (Model(args.drafter, n_gpu_layers=args.n_gpu_layers) if args.drafter else _nothing()) as drafter,
         MtpSession(
             target, drafter, n_draft=n_draft, p_min=args.p_min, n_ctx=args.ctx_size, n_threads=args.threads,
-            sampling=sampling,
+            sampling=sampling, trace=args.trace,
         ) as session,
     ):  # fmt: skip
         start = time.perf_counter()
@@ -105,6 +105,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 NEAR_TIE = 0.05
 
 
+def _cmd_trace_report(args: argparse.Namespace) -> int:
+    from .trace import plot, read_trace
+
+    try:
+        summary = read_trace(args.file)
+    except (OSError, ValueError) as exc:
+        print(f"pyllama-mtp: error: {exc}", file=sys.stderr)
+        return 1
+    print(summary.format())
+    if args.plot:
+        print(f"plot: {plot(summary, args.plot)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyllama-mtp", description="Gemma-4 MTP speculative decoding on llama.cpp")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("-s", "--seed", type=int, default=None)
     gen.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    gen.add_argument("--trace", help="write an NDJSON acceptance trace here (see trace-report)")
     gen.set_defaults(func=_cmd_generate)
+    rep = sub.add_parser("trace-report", help="acceptance by draft position from an NDJSON trace")
+    rep.add_argument("file")
+    rep.add_argument("--plot", help="also write a PNG bar chart here (needs matplotlib)")
+    rep.set_defaults(func=_cmd_trace_report)
     demo = sub.add_parser("demo", help="build tiny Gemma-4 pairs, run draft-mtp, print parity with HF and acceptance")
     demo.add_argument("-p", "--prompt", default="the quick brown fox")
     demo.add_argument("-n", "--n-predict", type=int, default=64)

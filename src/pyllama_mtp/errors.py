@@ -31,5 +31,9 @@ class PairMismatchError(PyllamaMtpError, ValueError):
     """A target and drafter that cannot run together (vocabulary, hidden width, no MTP head)."""
 
 
+class OutputFileError(PyllamaMtpError, OSError):
+    """A file pyllama-mtp writes (an acceptance trace) could not be opened."""
+
+
 class ClosedError(PyllamaMtpError):
     """A model, context or session was used after ``close()``."""

@@ -7,6 +7,7 @@ tokens) or a whole generation, so Python pays per step, never per token.
 from __future__ import annotations
 
 import codecs
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,7 @@ class MtpStats:
     """Counters since the session was created or last :meth:`MtpSession.reset`."""
 
     n_prompt: int
+    n_prompt_reused: int
     n_generated: int
     n_drafted: int
     n_accepted: int
@@ -95,7 +97,7 @@ class MtpStats:
     def format(self) -> str:
         """A small table for terminals."""
         rows = [
-            ("prompt tokens", f"{self.n_prompt}"),
+            ("prompt tokens (reused)", f"{self.n_prompt} ({self.n_prompt_reused})"),
             ("generated tokens", f"{self.n_generated}"),
             ("drafted / accepted", f"{self.n_drafted} / {self.n_accepted}"),
             ("acceptance rate", f"{self.acceptance_rate:.3f}"),
@@ -114,8 +116,10 @@ class MtpSession(NativeResource):
 
     ``drafter=None`` drafts with the target's own MTP head (archs with in-file nextn
     layers); ``n_draft=0`` runs the target alone with the same sampler, the baseline
-    that greedy draft-MTP output must equal token for token. The models must stay open
-    while the session is. Not thread-safe: use one session per thread.
+    that greedy draft-MTP output must equal token for token. A new prompt that repeats the
+    start of the previous prompt and its output reuses that part of the KV cache
+    (``stats.n_prompt_reused``). The models must stay open while the session is.
+    Not thread-safe: use one session per thread.
     """
 
     _kind = "session"
@@ -135,6 +139,7 @@ class MtpSession(NativeResource):
         kv_cache_type: str = "f16",
         flash_attn: bool | None = None,
         sampling: Sampling | None = None,
+        trace: str | os.PathLike[str] | None = None,
     ) -> None:
         if not 0 <= n_draft <= MAX_DRAFT:
             raise ValueError(f"n_draft must be in [0, {MAX_DRAFT}], got {n_draft}")
@@ -156,6 +161,9 @@ class MtpSession(NativeResource):
         params.top_k = self.sampling.top_k
         params.top_p = self.sampling.top_p
         params.seed = _DEFAULT_SEED if self.sampling.seed is None else self.sampling.seed
+        # NDJSON acceptance trace (None: $LLAMA_MTP_ACC_TRACE if set); see pyllama_mtp.trace
+        trace_path = ffi.new("char[]", os.fsencode(trace)) if trace is not None else ffi.NULL
+        params.trace_path = trace_path
         out = ffi.new("struct llama_mtp_session **")
         drafter_ptr = drafter.ptr if drafter is not None else ffi.NULL
         where = f"{target.path} + {drafter.path}: " if drafter is not None else f"{target.path}: "
@@ -244,6 +252,7 @@ class MtpSession(NativeResource):
         n = self.n_draft
         return MtpStats(
             n_prompt=int(s.n_prompt),
+            n_prompt_reused=int(s.n_prompt_reused),
             n_generated=int(s.n_generated),
             n_drafted=int(s.n_drafted),
             n_accepted=int(s.n_accepted),

@@ -18,6 +18,7 @@ enum llama_mtp_status {
     LLAMA_MTP_ERR_DECODE      = 4,  // llama_decode failed (see last error)
     LLAMA_MTP_ERR_KV_FULL     = 5,  // no KV slot for the batch
     LLAMA_MTP_ERR_INTERNAL    = 6,  // a C++ exception or an unexpected failure
+    LLAMA_MTP_ERR_IO          = 7,  // a file we write could not be opened
 };
 
 // Message of the last failure on this thread ("" if none); valid until the next call.
@@ -114,6 +115,9 @@ struct llama_mtp_session_params {
     int32_t  top_k;             // <= 0 = off (default 0)
     float    top_p;             // >= 1 = off (default 1)
     uint32_t seed;              // sampling seed (default LLAMA_DEFAULT_SEED)
+    // NDJSON acceptance trace, one line per drafted token (default NULL: the environment
+    // variable LLAMA_MTP_ACC_TRACE, if set, else off). Written as the session runs.
+    const char * trace_path;
 };
 
 struct llama_mtp_step_result {
@@ -125,7 +129,8 @@ struct llama_mtp_step_result {
 };
 
 struct llama_mtp_stats {
-    int64_t n_prompt;                              // prompt tokens decoded
+    int64_t n_prompt;                              // prompt tokens given
+    int64_t n_prompt_reused;                       // ... of which were already in the KV (not decoded)
     int64_t n_generated;                           // tokens emitted
     int64_t n_drafted;                             // draft tokens proposed
     int64_t n_accepted;                            // draft tokens accepted
@@ -148,7 +153,9 @@ LLAMA_API int32_t llama_mtp_session_create(struct llama_model * target, struct l
                                            struct llama_mtp_session_params params, struct llama_mtp_session ** out);
 LLAMA_API void    llama_mtp_session_free(struct llama_mtp_session * session);
 
-// Clear both contexts and decode a prompt (n_prompt >= 1); at most n_max tokens follow.
+// Decode a prompt (n_prompt >= 1); at most n_max tokens follow. The longest prefix of the prompt
+// that is already in the KV (from the previous prompt and its generated tokens) is kept, not
+// decoded again; the rest of the KV is dropped.
 // The sampler's random stream continues across generations; llama_mtp_session_reset rewinds it.
 LLAMA_API int32_t llama_mtp_session_start(struct llama_mtp_session * session, const llama_token * prompt,
                                           int32_t n_prompt, int32_t n_max);

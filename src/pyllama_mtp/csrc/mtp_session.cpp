@@ -4,6 +4,8 @@
 // decoding and sampled output follows the target's distribution (the drafter only decides how
 // many rows one target pass can emit).
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +27,10 @@ struct context_deleter {
 
 struct sampler_deleter {
     void operator()(llama_sampler * s) const { llama_sampler_free(s); }
+};
+
+struct file_closer {
+    void operator()(FILE * f) const { fclose(f); }
 };
 
 struct speculative_deleter {
@@ -64,13 +70,16 @@ struct llama_mtp_session {
     common_batch             batch_tgt;
     std::vector<llama_token> tokens_tgt;  // tokens in the target's KV, in order
     std::vector<llama_token> draft;
-    llama_token              id_last = LLAMA_TOKEN_NULL;  // sampled, not yet in the KV
-    int32_t                  n_past  = 0;
-    int32_t                  n_left  = 0;  // tokens still allowed this generation
-    bool                     started = false;
-    bool                     done    = true;
+    llama_token              id_last  = LLAMA_TOKEN_NULL;  // sampled, not yet in the KV
+    int32_t                  n_past   = 0;
+    int32_t                  n_left   = 0;  // tokens still allowed this generation
+    bool                     started  = false;
+    bool                     done     = true;
+    bool                     kv_valid = false;  // tokens_tgt describes the target's KV
 
     llama_mtp_stats stats{};
+
+    std::unique_ptr<FILE, file_closer> trace;  // NDJSON acceptance trace, NULL when off
 
     void clear_memory() {
         llama_memory_clear(llama_get_memory(ctx_tgt.get()), true);
@@ -152,6 +161,34 @@ int32_t decode_target(llama_mtp_session * s, common_batch & batch) {
     return LLAMA_MTP_OK;
 }
 
+// Keep the longest prefix of the cached tokens that the new prompt repeats (the prompt's last token
+// never enters the KV here, and one more is always decoded so the drafter sees a fresh hidden row).
+// Everything else is dropped. A sliding-window cache may already have evicted cells the kept
+// prefix's tail still attends to; then nothing is kept.
+int32_t keep_prefix(llama_mtp_session * s, const llama_token * prompt, int32_t n_prompt) {
+    int32_t n_keep = 0;
+    if (s->kv_valid) {
+        const int32_t limit = std::min<int32_t>(static_cast<int32_t>(s->tokens_tgt.size()), n_prompt - 2);
+        while (n_keep < limit && s->tokens_tgt[n_keep] == prompt[n_keep]) {
+            ++n_keep;
+        }
+    }
+    if (n_keep > 0 && s->trim(n_keep)) {
+        // (the iswa cache reports its sliding-window part: -1 once every kept cell was evicted)
+        llama_memory_t  mem     = llama_get_memory(s->ctx_tgt.get());
+        const int32_t   n_swa   = llama_model_n_swa(s->target);
+        const llama_pos pos_min = llama_memory_seq_pos_min(mem, 0);
+        const llama_pos pos_max = llama_memory_seq_pos_max(mem, 0);
+        if (pos_max == n_keep - 1 && pos_min >= 0 && (n_swa <= 0 || pos_min <= std::max(0, n_keep - n_swa))) {
+            s->tokens_tgt.resize(n_keep);
+            return n_keep;
+        }
+    }
+    s->clear_memory();
+    s->tokens_tgt.clear();
+    return 0;
+}
+
 int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_prompt, int32_t n_max) {
     if (prompt == nullptr || n_prompt < 1 || n_max < 0) {
         set_error("start needs at least one prompt token and n_max >= 0");
@@ -174,8 +211,9 @@ int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_promp
     const int64_t t0 = ggml_time_us();
     s->started       = false;
     s->done          = true;
-    s->clear_memory();
     s->spec.reset();
+    const int32_t n_keep = keep_prefix(s, prompt, n_prompt);
+    s->kv_valid          = false;  // until the prompt is in
     if (s->ctx_dft) {
         common_params_speculative sp;
         sp.types                  = {COMMON_SPECULATIVE_TYPE_DRAFT_MTP};
@@ -195,7 +233,7 @@ int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_promp
     // The prompt's last token stays out of the KV: it opens the first verify batch, and the
     // drafter's first proposal pairs it with the hidden row of the token before it.
     const int32_t n_batch = static_cast<int32_t>(llama_n_batch(s->ctx_tgt.get()));
-    for (int32_t off = 0; off < n_prompt - 1; off += n_batch) {
+    for (int32_t off = n_keep; off < n_prompt - 1; off += n_batch) {
         const int32_t len = std::min(n_batch, n_prompt - 1 - off);
         s->batch_tgt.clear();
         for (int32_t i = 0; i < len; ++i) {
@@ -214,11 +252,34 @@ int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_promp
     s->n_past  = n_prompt - 1;
     s->n_left  = n_max;
     s->draft.clear();
-    s->started = true;
-    s->done    = n_max == 0;
+    s->started  = true;
+    s->kv_valid = true;
+    s->done     = n_max == 0;
     s->stats.n_prompt += n_prompt;
+    s->stats.n_prompt_reused += n_keep;
     s->stats.t_prompt_us += ggml_time_us() - t0;
     return LLAMA_MTP_OK;
+}
+
+// One line per draft position: the step, the position in the block, the drafted token, whether the
+// target accepted it, the target's own token at that row (null where the row was not sampled), and
+// the step's draft and verify times. Off (no cost) unless a trace file is open.
+void write_trace(llama_mtp_session * s, const llama_token * out, int32_t n_emit, int32_t n_accepted, int64_t draft_us,
+                 int64_t verify_us) {
+    FILE *        f = s->trace.get();
+    const int32_t n = static_cast<int32_t>(s->draft.size());
+    for (int32_t i = 0; i < n; ++i) {
+        char target[16] = "null";
+        if (i < n_emit) {
+            snprintf(target, sizeof(target), "%d", out[i]);
+        }
+        fprintf(f,
+                "{\"step\":%lld,\"pos\":%d,\"drafted\":%d,\"accepted\":%s,\"target\":%s,\"draft_us\":%lld,"
+                "\"verify_us\":%lld}\n",
+                static_cast<long long>(s->stats.n_steps), i, s->draft[i], i < n_accepted ? "true" : "false", target,
+                static_cast<long long>(draft_us), static_cast<long long>(verify_us));
+    }
+    fflush(f);
 }
 
 int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_step_result * res) {
@@ -243,6 +304,7 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     }
 
     // draft: no more than fits the context and the remaining budget
+    const int64_t t_draft0 = ggml_time_us();
     s->draft.clear();
     const int32_t n_draft_max = std::max(0, std::min({s->params.n_draft, n_ctx - s->n_past - 2, s->n_left - 1}));
     if (s->spec && n_draft_max > 0) {
@@ -267,6 +329,7 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     }
 
     // verify [id_last, draft...] in one target pass
+    const int64_t t_verify0 = ggml_time_us();
     s->batch_tgt.clear();
     s->batch_tgt.add(s->id_last, s->n_past, 0, true);
     for (size_t i = 0; i < s->draft.size(); ++i) {
@@ -288,6 +351,9 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
         }
     }
     const int32_t n_accepted = n_emit - 1;
+    if (s->trace) {
+        write_trace(s, out, n_emit, n_accepted, t_verify0 - t_draft0, ggml_time_us() - t_verify0);
+    }
     if (s->spec) {
         common_speculative_accept(s->spec.get(), 0, static_cast<uint16_t>(n_accepted));
     }
@@ -343,6 +409,7 @@ struct llama_mtp_session_params llama_mtp_session_default_params(void) {
     p.top_k            = 0;
     p.top_p            = 1.0f;
     p.seed             = LLAMA_DEFAULT_SEED;
+    p.trace_path       = nullptr;
     return p;
 }
 
@@ -394,6 +461,14 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
                 return LLAMA_MTP_ERR_CONTEXT;
             }
         }
+        const char * trace_path = params.trace_path != nullptr ? params.trace_path : getenv("LLAMA_MTP_ACC_TRACE");
+        if (trace_path != nullptr && trace_path[0] != '\0' && s->ctx_dft) {
+            s->trace.reset(fopen(trace_path, "w"));
+            if (!s->trace) {
+                set_error(std::string("cannot open the acceptance trace ") + trace_path);
+                return LLAMA_MTP_ERR_IO;
+            }
+        }
         s->smpl.reset(make_target_sampler(params));
         s->batch_tgt = common_batch(s->ctx_tgt.get());
         *out         = s.release();
@@ -428,7 +503,9 @@ int32_t llama_mtp_session_step(struct llama_mtp_session * session, llama_token *
     return guarded("session step", [&]() {
         const int32_t rc = step(session, out, cap, result);
         if (rc != LLAMA_MTP_OK) {
-            session->done = true;  // the contexts are in an unknown state: a new start is needed
+            // the contexts are in an unknown state: a new start is needed, and reuses nothing
+            session->done     = true;
+            session->kv_valid = false;
         }
         return rc;
     });
@@ -451,7 +528,8 @@ int32_t llama_mtp_session_generate(struct llama_mtp_session * session, const lla
         while (!session->done) {
             rc = step(session, buf.data(), static_cast<int32_t>(buf.size()), &res);
             if (rc != LLAMA_MTP_OK) {
-                session->done = true;
+                session->done     = true;
+                session->kv_valid = false;
                 return rc;
             }
             std::copy(buf.begin(), buf.begin() + res.n_tokens, out + *n_out);
@@ -476,9 +554,11 @@ int32_t llama_mtp_session_reset(struct llama_mtp_session * session) {
         session->spec.reset();
         session->clear_memory();
         llama_sampler_reset(session->smpl.get());  // back to the seed
-        session->stats   = {};
-        session->started = false;
-        session->done    = true;
+        session->stats    = {};
+        session->started  = false;
+        session->done     = true;
+        session->kv_valid = false;
+        session->tokens_tgt.clear();
         return LLAMA_MTP_OK;
     });
 }
