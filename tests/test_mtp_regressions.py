@@ -9,10 +9,10 @@ from pyllama_mtp import (
     Context,
     ContextError,
     ContextOverflowError,
+    IncompatibleModelsError,
     InvalidTokenError,
     Model,
     MtpSession,
-    PairMismatchError,
 )
 from pyllama_mtp.fixtures import PairConfig, build_pair
 
@@ -34,7 +34,7 @@ def test_drafter_for_another_target_width_is_refused(drafter: Model) -> None:
     other = build_pair(PairConfig(target_hidden=192, drafter_hidden=96))
     with Model(other.target_gguf) as wide_target:
         assert wide_target.n_embd_out != drafter.n_embd_out
-        with pytest.raises(PairMismatchError, match="hidden rows of width 256 but the target produces 192"):
+        with pytest.raises(IncompatibleModelsError, match="hidden rows of width 256 but the target produces 192"):
             MtpSession(wide_target, drafter)
         # the process and the models are fine afterwards
         with MtpSession(wide_target, None, n_draft=0, n_ctx=256, **EXACT) as plain:
@@ -42,16 +42,16 @@ def test_drafter_for_another_target_width_is_refused(drafter: Model) -> None:
 
 
 def test_pairs_without_an_mtp_head_are_refused(target: Model, drafter: Model) -> None:
-    with pytest.raises(PairMismatchError, match="drafter has no MTP"):
+    with pytest.raises(IncompatibleModelsError, match="drafter has no MTP"):
         MtpSession(target, target)
-    with pytest.raises(PairMismatchError, match="target has no MTP head"):
+    with pytest.raises(IncompatibleModelsError, match="target has no MTP head"):
         MtpSession(target, None)
 
 
 def test_assistant_context_without_ctx_other_raises(drafter: Model, target: Model) -> None:
     with pytest.raises(ContextError, match="ctx_other"):
         Context(drafter, n_ctx=256, **EXACT, mtp=True)
-    with pytest.raises(ContextError):
+    with pytest.raises(IncompatibleModelsError, match="drafter was passed as the target"):
         MtpSession(drafter, None, n_draft=0)
     # and with it, it works
     with Context(target, n_ctx=256, **EXACT) as tgt, Context(drafter, n_ctx=256, mtp=True, ctx_other=tgt) as dft:

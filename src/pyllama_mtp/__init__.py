@@ -9,13 +9,14 @@ from __future__ import annotations
 from .context import Context
 from .errors import (
     ClosedError,
+    ConcurrentUseError,
     ContextError,
     ContextOverflowError,
     DecodeError,
+    IncompatibleModelsError,
     InvalidTokenError,
     ModelLoadError,
     OutputFileError,
-    PairMismatchError,
     PyllamaMtpError,
 )
 from .info import BuildInfo, build_info
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BuildInfo",
     "ClosedError",
+    "ConcurrentUseError",
     "Context",
     "ContextError",
     "ContextOverflowError",
@@ -37,7 +39,7 @@ __all__ = [
     "MtpSession",
     "MtpStats",
     "OutputFileError",
-    "PairMismatchError",
+    "IncompatibleModelsError",
     "PyllamaMtpError",
     "Sampling",
     "Step",

@@ -27,12 +27,16 @@ class InvalidTokenError(PyllamaMtpError, ValueError):
     """A token id outside the model's vocabulary."""
 
 
-class PairMismatchError(PyllamaMtpError, ValueError):
+class IncompatibleModelsError(PyllamaMtpError, ValueError):
     """A target and drafter that cannot run together (vocabulary, hidden width, no MTP head)."""
 
 
 class OutputFileError(PyllamaMtpError, OSError):
     """A file pyllama-mtp writes (an acceptance trace) could not be opened."""
+
+
+class ConcurrentUseError(PyllamaMtpError, RuntimeError):
+    """A session was called from a second thread while a call was running (one session per thread)."""
 
 
 class ClosedError(PyllamaMtpError):

@@ -7,7 +7,9 @@ tokens) or a whole generation, so Python pays per step, never per token.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 from ._native import check, ffi, lib
 from ._native import kv_cache_type as _kv_type
 from ._resource import NativeResource
-from .errors import ContextOverflowError, PairMismatchError
+from .errors import ConcurrentUseError, ContextOverflowError, IncompatibleModelsError
 from .model import Model
 
 MAX_DRAFT = int(lib.LLAMA_MTP_MAX_DRAFT)
@@ -167,14 +169,34 @@ class MtpSession(NativeResource):
         out = ffi.new("struct llama_mtp_session **")
         drafter_ptr = drafter.ptr if drafter is not None else ffi.NULL
         where = f"{target.path} + {drafter.path}: " if drafter is not None else f"{target.path}: "
-        check(lib.llama_mtp_session_create(target.ptr, drafter_ptr, params, out), where, PairMismatchError)
+        check(lib.llama_mtp_session_create(target.ptr, drafter_ptr, params, out), where, IncompatibleModelsError)
         self._ptr = out[0]
         self._generation = 0
         self._buf = ffi.new("llama_token[]", MAX_DRAFT + 1)
+        # native calls release the GIL; one session's state must never see two at once
+        self._busy = threading.Lock()
         self._res = ffi.new("struct llama_mtp_step_result *")
 
     def _free(self, ptr: Any) -> None:
         lib.llama_mtp_session_free(ptr)
+
+    def close(self) -> None:
+        """Free the session (after a call running on another thread returns). Idempotent."""
+        busy = getattr(self, "_busy", None)
+        if busy is None:  # __init__ failed before the lock existed
+            super().close()
+            return
+        with busy:
+            super().close()
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError("this session is running a call on another thread; use one session per thread")
+        try:
+            yield
+        finally:
+            self._busy.release()
 
     @property
     def n_ctx(self) -> int:
@@ -192,7 +214,8 @@ class MtpSession(NativeResource):
     def _start(self, ids: list[int], max_tokens: int) -> int:
         if max_tokens < 0:
             raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
-        check(lib.llama_mtp_session_start(self.ptr, ffi.new("llama_token[]", ids), len(ids), max_tokens))
+        with self._exclusive():
+            check(lib.llama_mtp_session_start(self.ptr, ffi.new("llama_token[]", ids), len(ids), max_tokens))
         self._generation += 1
         return self._generation
 
@@ -206,7 +229,8 @@ class MtpSession(NativeResource):
         while True:
             if generation != self._generation:
                 raise RuntimeError("this generation was superseded by a newer one on the same session")
-            check(lib.llama_mtp_session_step(self.ptr, self._buf, MAX_DRAFT + 1, res))
+            with self._exclusive():
+                check(lib.llama_mtp_session_step(self.ptr, self._buf, MAX_DRAFT + 1, res))
             if res.n_tokens == 0 and res.done:
                 return
             yield Step(
@@ -242,13 +266,19 @@ class MtpSession(NativeResource):
         out = ffi.new("llama_token[]", max(1, max_tokens))
         n_out = ffi.new("int32_t *")
         self._generation += 1
-        check(lib.llama_mtp_session_generate(self.ptr, ffi.new("llama_token[]", ids), len(ids), max_tokens, out, n_out))
+        with self._exclusive():
+            check(
+                lib.llama_mtp_session_generate(
+                    self.ptr, ffi.new("llama_token[]", ids), len(ids), max_tokens, out, n_out
+                )
+            )
         return list(ffi.unpack(out, n_out[0]))
 
     @property
     def stats(self) -> MtpStats:
         s = ffi.new("struct llama_mtp_stats *")
-        lib.llama_mtp_session_stats(self.ptr, s)
+        with self._busy:  # a step in flight finishes first: counters are never read torn
+            lib.llama_mtp_session_stats(self.ptr, s)
         n = self.n_draft
         return MtpStats(
             n_prompt=int(s.n_prompt),
@@ -268,7 +298,8 @@ class MtpSession(NativeResource):
     def reset(self) -> None:
         """Clear the KV caches and the counters, and rewind the sampler to its seed."""
         self._generation += 1
-        check(lib.llama_mtp_session_reset(self.ptr))
+        with self._exclusive():
+            check(lib.llama_mtp_session_reset(self.ptr))
 
     def memory(self) -> dict[str, dict[str, int]]:
         """Bytes held by the target and draft contexts: ``{"target": {...}, "drafter": {...}}``."""
@@ -280,6 +311,7 @@ class MtpSession(NativeResource):
             if ctx == ffi.NULL:
                 continue
             m = ffi.new("struct llama_mtp_memory *")
-            check(lib.llama_mtp_context_memory(ctx, m))
+            with self._busy:
+                check(lib.llama_mtp_context_memory(ctx, m))
             result[name] = {"model": int(m.model), "context": int(m.context), "compute": int(m.compute)}
         return result

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -102,6 +103,30 @@ struct llama_mtp_session {
 
 namespace {
 
+std::string meta(const llama_model * model, const char * key) {
+    char buf[256];
+    return llama_model_meta_val_str(model, key, buf, sizeof(buf)) >= 0 ? std::string(buf) : std::string();
+}
+
+// The value of the first metadata key ending in ".requires_target_arch" ("" if none): drafters
+// name the target architecture they were trained against.
+std::string required_target_arch(const llama_model * drafter) {
+    const std::string suffix = ".requires_target_arch";
+    char              key[256];
+    char              val[256];
+    for (int32_t i = 0; i < llama_model_meta_count(drafter); ++i) {
+        if (llama_model_meta_key_by_index(drafter, i, key, sizeof(key)) < 0) {
+            continue;
+        }
+        const std::string k(key);
+        if (k.size() >= suffix.size() && k.compare(k.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+            llama_model_meta_val_str_by_index(drafter, i, val, sizeof(val)) >= 0) {
+            return val;
+        }
+    }
+    return "";
+}
+
 int32_t check_pair(llama_model * target, llama_model * drafter, const llama_mtp_session_params & p) {
     if (p.n_draft < 0 || p.n_draft > LLAMA_MTP_MAX_DRAFT) {
         set_error("n_draft must be in [0, " + std::to_string(LLAMA_MTP_MAX_DRAFT) + "], got " +
@@ -110,6 +135,11 @@ int32_t check_pair(llama_model * target, llama_model * drafter, const llama_mtp_
     }
     if (p.n_ctx < 8 || p.n_batch < 1) {
         set_error("n_ctx must be >= 8 and n_batch >= 1");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    const std::string target_arch = meta(target, "general.architecture");
+    if (target_arch == "gemma4-assistant") {
+        set_error("a gemma4-assistant drafter was passed as the target: pass the Gemma 4 model it drafts for");
         return LLAMA_MTP_ERR_INVALID_ARG;
     }
     if (p.n_draft == 0) {
@@ -132,6 +162,26 @@ int32_t check_pair(llama_model * target, llama_model * drafter, const llama_mtp_
         set_error("target and drafter vocabularies differ (" + std::to_string(n_vocab_tgt) + " vs " +
                   std::to_string(n_vocab_dft) + " tokens)");
         return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    const std::string required = required_target_arch(drafter);
+    if (!required.empty() && required != target_arch) {
+        set_error("the drafter (" + meta(drafter, "general.architecture") + ") requires a " + required +
+                  " target, but the target is " + target_arch);
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    // the drafter reads the target's token ids: the vocabularies must be the same list
+    const llama_vocab * vt = llama_model_get_vocab(target);
+    const llama_vocab * vd = llama_model_get_vocab(drafter);
+    for (llama_token t = 0; t < n_vocab_tgt; ++t) {
+        const char * a = llama_vocab_get_text(vt, t);
+        const char * b = llama_vocab_get_text(vd, t);
+        a              = a != nullptr ? a : "";
+        b              = b != nullptr ? b : "";
+        if (std::strcmp(a, b) != 0) {
+            set_error("target and drafter tokenizers differ at token " + std::to_string(t) + " ('" + a + "' vs '" + b +
+                      "')");
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
     }
     if (llama_model_n_embd_out(target) != llama_model_n_embd_out(drafter)) {
         set_error("the drafter reads hidden rows of width " + std::to_string(llama_model_n_embd_out(drafter)) +
