@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Build the patched tree + our shim with AddressSanitizer and UndefinedBehaviorSanitizer (CPU),
+# then run the C smoke test and a short Python session under them. Any report fails the job.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build="${PYLLAMA_MTP_ASAN_BUILD:-$HOME/.cache/pyllama-mtp/asan-build}"
+if [ -f "$build/CMakeCache.txt" ] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$PWD" "$build/CMakeCache.txt"; then
+    rm -rf "$build"  # configured from another clone
+fi
+flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1"
+launcher=()
+if command -v ccache >/dev/null 2>&1; then
+    launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYLLAMA_MTP_BACKEND=cpu \
+    -DPYLLAMA_MTP_C_TESTS=ON -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF "${launcher[@]}" \
+    -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
+    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" \
+    -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
+cmake --build "$build" --target session_smoke _lib
+
+pair=$(python3 -c "from pyllama_mtp.fixtures import build_pair; p = build_pair(); print(p.target_gguf, p.drafter_gguf)")
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+# shellcheck disable=SC2086
+"$build/session_smoke" $pair
+
+# The Python session: the package's sources beside the sanitized extension. CPython itself is
+# not instrumented, so the runtime is preloaded and its (many, known) leaks are not reported.
+pkg=$(mktemp -d)
+trap 'rm -rf "$pkg"' EXIT
+cp -r src/pyllama_mtp "$pkg/"
+cp "$build"/_lib*.so "$pkg/pyllama_mtp/"
+runtime="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+LD_PRELOAD="$runtime" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 PYTHONPATH="$pkg" python3 - "$pair" <<'PY'
+import sys
+from pyllama_mtp import Context, IncompatibleModelsError, InvalidTokenError, Model, MtpSession
+
+target_path, drafter_path = sys.argv[1].split()
+with Model(target_path) as target, Model(drafter_path) as drafter:
+    with MtpSession(target, drafter, n_ctx=256) as spec, MtpSession(target, None, n_draft=0, n_ctx=256) as base:
+        text = "the quick brown fox"
+        assert len(spec.complete(text, 32)) == len(base.complete(text, 32))
+        assert "".join(spec.generate_text(text, 16))
+        try:
+            spec.complete([2, 10**9], 4)
+        except InvalidTokenError:
+            pass
+    try:
+        MtpSession(target, target)
+    except IncompatibleModelsError:
+        pass
+    with Context(target, n_ctx=256) as ctx:
+        ctx.decode(target.tokenize(text), all_logits=True)
+        ctx.all_logits()
+print("python session under ASan/UBSan: ok")
+PY
