@@ -28,6 +28,24 @@ std::string g_devices;
 
 }  // namespace
 
+llama_context_params llama_mtp_internal::to_llama_params(const llama_mtp_context_params & params) {
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx                = params.n_ctx;
+    cp.n_batch              = params.n_batch;
+    cp.n_ubatch             = params.n_ubatch;
+    cp.n_threads            = default_threads(params.n_threads);
+    cp.n_threads_batch      = cp.n_threads;
+    cp.embeddings           = params.embeddings;
+    cp.offload_kqv          = params.offload_kqv;
+    cp.ctx_other            = params.ctx_other;
+    cp.ctx_type             = static_cast<llama_context_type>(params.ctx_type);
+    cp.swa_full             = params.swa_full;
+    cp.type_k               = static_cast<ggml_type>(params.type_kv);
+    cp.type_v               = static_cast<ggml_type>(params.type_kv);
+    cp.flash_attn_type      = static_cast<llama_flash_attn_type>(params.flash_attn);
+    return cp;
+}
+
 extern "C" {
 
 const char * llama_mtp_last_error(void) {
@@ -123,21 +141,8 @@ int32_t llama_mtp_context_create(struct llama_model * model, struct llama_mtp_co
     }
     *out = nullptr;
     return guarded("context create", [&]() -> int32_t {
-        llama_context_params cp = llama_context_default_params();
-        cp.n_ctx                = params.n_ctx;
-        cp.n_batch              = params.n_batch;
-        cp.n_ubatch             = params.n_ubatch;
-        cp.n_threads            = llama_mtp_internal::default_threads(params.n_threads);
-        cp.n_threads_batch      = cp.n_threads;
-        cp.embeddings           = params.embeddings;
-        cp.offload_kqv          = params.offload_kqv;
-        cp.ctx_other            = params.ctx_other;
-        cp.ctx_type             = static_cast<llama_context_type>(params.ctx_type);
-        cp.swa_full             = params.swa_full;
-        cp.type_k               = static_cast<ggml_type>(params.type_kv);
-        cp.type_v               = static_cast<ggml_type>(params.type_kv);
-        cp.flash_attn_type      = static_cast<llama_flash_attn_type>(params.flash_attn);
-        *out                    = llama_init_from_model(model, cp);
+        const llama_context_params cp = llama_mtp_internal::to_llama_params(params);
+        *out                          = llama_init_from_model(model, cp);
         if (*out == nullptr) {
             set_error_with_log("failed to create context");
             return LLAMA_MTP_ERR_CONTEXT;

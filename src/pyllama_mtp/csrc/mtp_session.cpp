@@ -481,18 +481,17 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
         s->drafter = params.n_draft > 0 ? (drafter != nullptr ? drafter : target) : nullptr;
         s->vocab   = llama_model_get_vocab(target);
 
-        llama_context_params cp = llama_context_default_params();
-        cp.n_ctx                = params.n_ctx;
-        cp.n_batch              = params.n_batch;
-        cp.n_ubatch             = params.n_batch;
-        cp.n_threads            = llama_mtp_internal::default_threads(params.n_threads);
-        cp.n_threads_batch      = cp.n_threads;
-        cp.offload_kqv          = params.offload_kqv;
-        cp.swa_full             = params.swa_full;
-        cp.type_k               = static_cast<ggml_type>(params.type_kv);
-        cp.type_v               = static_cast<ggml_type>(params.type_kv);
-        cp.flash_attn_type      = static_cast<llama_flash_attn_type>(params.flash_attn);
-        cp.n_rs_seq             = static_cast<uint32_t>(params.n_draft);  // rollback for recurrent targets
+        llama_mtp_context_params tp = llama_mtp_context_default_params();
+        tp.n_ctx                    = params.n_ctx;
+        tp.n_batch                  = params.n_batch;
+        tp.n_ubatch                 = params.n_batch;
+        tp.n_threads                = params.n_threads;
+        tp.offload_kqv              = params.offload_kqv;
+        tp.swa_full                 = params.swa_full;
+        tp.type_kv                  = params.type_kv;
+        tp.flash_attn               = params.flash_attn;
+        llama_context_params cp     = llama_mtp_internal::to_llama_params(tp);
+        cp.n_rs_seq                 = static_cast<uint32_t>(params.n_draft);  // rollback for recurrent targets
         s->ctx_tgt.reset(llama_init_from_model(target, cp));
         if (!s->ctx_tgt) {
             set_error_with_log("failed to create the target context");

@@ -57,6 +57,9 @@ inline int32_t default_threads(int32_t requested) {
     return n > 0 ? static_cast<int32_t>(n) : 4;
 }
 
+// llama.cpp's context parameters for ours (defined in llama_mtp.cpp; shared by contexts and sessions).
+llama_context_params to_llama_params(const llama_mtp_context_params & params);
+
 // Runs f, turning C++ exceptions into LLAMA_MTP_ERR_INTERNAL: nothing may cross the C boundary.
 template <typename F>
 int32_t guarded(const char * what, F && f) {
