@@ -63,3 +63,15 @@ def compare(ours: list[int], ref: list[int], ref_margins: list[float]) -> Compar
         return Comparison(len(ref), None, None)
     margin = ref_margins[i] if i < len(ref_margins) else None
     return Comparison(i, i, margin)
+
+
+def own_margin(target: Any, tokens: list[int], n_ctx: int = 1024) -> float:
+    """Top-2 logit margin of this build's target after ``tokens`` (one plain decode, EXACT)."""
+    import numpy as np
+
+    from pyllama_mtp import Context
+
+    with Context(target, n_ctx=n_ctx, **EXACT) as ctx:
+        ctx.decode(tokens)
+        top = np.sort(ctx.logits())[-2:]
+    return float(top[1] - top[0])

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 
 from pyllama_mtp import Context, Model, MtpSession, Sampling
 from pyllama_mtp.fixtures import Pair, hf_first_draft, hf_greedy_with_margins, hf_target
 
-from parity import EXACT, NEAR_TIE_HF, NEAR_TIE_SAME_BUILD, NMSE_PROMPT, NMSE_TRAJECTORY, compare
+from parity import EXACT, NEAR_TIE_HF, NEAR_TIE_SAME_BUILD, NMSE_PROMPT, NMSE_TRAJECTORY, compare, own_margin
 
 N_NEW = 64
 PROMPTS = [
@@ -49,19 +48,11 @@ def baseline(target: Model) -> Iterator[MtpSession]:
         yield session
 
 
-def own_margin(target: Model, prompt: list[int], prefix: list[int]) -> float:
-    """Top-2 margin of this build's target after ``prompt + prefix`` (one plain decode)."""
-    with Context(target, n_ctx=512, **EXACT, n_threads=2) as ctx:
-        ctx.decode(prompt + prefix)
-        top = np.sort(ctx.logits())[-2:]
-    return float(top[1] - top[0])
-
-
 def same_build_compared(target: Model, prompt: list[int], ours: list[int], base: list[int]) -> int:
     """Tokens equal before a divergence; a divergence passes only at a near-tie of this build."""
     same = compare(ours, base, [])
     if same.diverged_at is not None:
-        same.margin = own_margin(target, prompt, base[: same.diverged_at])
+        same.margin = own_margin(target, prompt + base[: same.diverged_at])
         assert same.ok(NEAR_TIE_SAME_BUILD), f"left the baseline at {same.diverged_at} with margin {same.margin}"
     return same.compared
 
