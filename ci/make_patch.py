@@ -30,19 +30,27 @@ def main() -> int:
     args = parser.parse_args()
     work = ROOT / "vendor" / "llama.cpp"
     series = patches.read_series(ROOT / "patches")
-    earlier = [p for p in series if p.name != args.name]
+    names = [p.name for p in series]
+    earlier = series[: names.index(args.name)] if args.name in names else series
     with tempfile.TemporaryDirectory() as tmp:
         clean = Path(tmp) / "llama.cpp"
         _vendor.extract_tree(_vendor.fetch_sdist(_vendor.default_cache()), clean)
         for p in earlier:
             subprocess.run(["git", "apply", str(p)], cwd=clean, check=True)
-        paths = args.paths or ["."]
-        old, new = [str(clean / p) for p in paths], [str(work / p) for p in paths]
-        cmd = ["git", "diff", "--no-index", "--no-prefix", *old, *new]
-        diff = subprocess.run(cmd, capture_output=True, text=True).stdout
+        # git diff --no-index compares exactly two paths: one run per path
+        diff = "".join(
+            subprocess.run(
+                ["git", "diff", "--no-index", "--no-prefix", str(clean / p), str(work / p)],
+                capture_output=True,
+                text=True,
+            ).stdout
+            for p in args.paths or ["."]
+        )
     # git prints the absolute paths without their leading '/': make them a/ and b/ relative to the tree
     for root, prefix in ((clean, "a/"), (work, "b/")):
         diff = diff.replace(str(root).lstrip("/") + "/", prefix)
+    if not diff:
+        sys.exit(f"make_patch: no difference under {args.paths or ['.']} between the pin and {work}")
     header = args.header.read_text() if args.header else ""
     (ROOT / "patches" / args.name).write_text(header + diff)
     print(f"wrote patches/{args.name} ({diff.count(chr(10))} lines)")

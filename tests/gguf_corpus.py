@@ -16,6 +16,7 @@ from dataclasses import dataclass
 # GGUF value types and their fixed sizes (strings and arrays are variable).
 _FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _STRING, _ARRAY = 8, 9
+_I8 = 24  # ggml's GGML_TYPE_I8
 
 
 @dataclass
@@ -82,7 +83,7 @@ def parse(b: bytes) -> Layout:
     return Layout(8, 16, kv_spans, key_spans, tensor_spans, fields, at)
 
 
-def _put(b: bytes, at: int, fmt: str, value: int) -> bytes:
+def put(b: bytes, at: int, fmt: str, value: int) -> bytes:
     out = bytearray(b)
     struct.pack_into(fmt, out, at, value)
     return bytes(out)
@@ -125,31 +126,39 @@ def corpus(data: bytes, seed: int = 0) -> Iterator[tuple[str, bytes]]:
     # lying counts
     n_tensors, n_kv = _u64(data, 8), _u64(data, 16)
     for label, value in (("plus1", n_tensors + 1), ("minus1", n_tensors - 1), ("huge", 2**62), ("zero", 0)):
-        yield f"tensor-count-{label}", _put(data, lay.n_tensors_at, "<Q", value)
+        yield f"tensor-count-{label}", put(data, lay.n_tensors_at, "<Q", value)
     for label, value in (("plus1", n_kv + 1), ("minus1", n_kv - 1), ("huge", 2**62)):
-        yield f"kv-count-{label}", _put(data, lay.n_kv_at, "<Q", value)
-    yield "version-0", _put(data, 4, "<I", 0)
-    yield "version-99", _put(data, 4, "<I", 99)
+        yield f"kv-count-{label}", put(data, lay.n_kv_at, "<Q", value)
+    yield "version-0", put(data, 4, "<I", 0)
+    yield "version-99", put(data, 4, "<I", 99)
 
     # per tensor (every third one): offsets past EOF, huge dims, bad dims count, wrong types
     for i, f in list(enumerate(lay.tensor_fields))[::3]:
-        yield f"t{i}-offset-past-eof", _put(data, f["offset"], "<Q", len(data) * 4)
-        yield f"t{i}-offset-unaligned", _put(data, f["offset"], "<Q", _u64(data, f["offset"]) + 1)
-        yield f"t{i}-dim-huge", _put(data, f["dim0"], "<Q", 2**40)
-        yield f"t{i}-dim-zero", _put(data, f["dim0"], "<Q", 0)
-        yield f"t{i}-dim-overflow", _put(data, f["dim0"], "<Q", 2**63 - 1)
-        yield f"t{i}-ndims-9", _put(data, f["n_dims"], "<I", 9)
-        yield f"t{i}-type-999", _put(data, f["type"], "<I", 999)
-        yield f"t{i}-type-q4_0", _put(data, f["type"], "<I", 2)
-        yield f"t{i}-type-f16", _put(data, f["type"], "<I", 1)
+        yield f"t{i}-offset-past-eof", put(data, f["offset"], "<Q", len(data) * 4)
+        yield f"t{i}-offset-unaligned", put(data, f["offset"], "<Q", _u64(data, f["offset"]) + 1)
+        yield f"t{i}-dim-huge", put(data, f["dim0"], "<Q", 2**40)
+        yield f"t{i}-dim-zero", put(data, f["dim0"], "<Q", 0)
+        yield f"t{i}-dim-overflow", put(data, f["dim0"], "<Q", 2**63 - 1)
+        yield f"t{i}-ndims-9", put(data, f["n_dims"], "<I", 9)
+        yield f"t{i}-type-999", put(data, f["type"], "<I", 999)
+        yield f"t{i}-type-q4_0", put(data, f["type"], "<I", 2)
+        yield f"t{i}-type-f16", put(data, f["type"], "<I", 1)
+
+    # the last tensor (its data may grow without moving another's): one byte per element and as
+    # many elements as int64 holds, a shape ggml cannot create
+    last = lay.tensor_fields[-1]
+    if _u32(data, last["n_dims"]) >= 2:
+        ne1 = _u64(data, last["dim0"] + 8)
+        at_limit = put(put(data, last["type"], "<I", _I8), last["dim0"], "<Q", (2**63 - 1) // max(ne1, 2))
+        yield "last-tensor-elements-at-int64-limit", at_limit
 
     # key/value pairs: string lengths that lie, unknown value types, duplicates, bad UTF-8
     for i, ((start, end), (k0, k1)) in list(enumerate(zip(lay.kv_spans, lay.key_spans, strict=True)))[::4]:
-        yield f"kv{i}-key-len-huge", _put(data, start, "<Q", 2**62)
-        yield f"kv{i}-key-len-past-pair", _put(data, start, "<Q", (end - start) + 64)
-        yield f"kv{i}-value-type-77", _put(data, k1, "<I", 77)
+        yield f"kv{i}-key-len-huge", put(data, start, "<Q", 2**62)
+        yield f"kv{i}-key-len-past-pair", put(data, start, "<Q", (end - start) + 64)
+        yield f"kv{i}-value-type-77", put(data, k1, "<I", 77)
         dup = data[:end] + data[start:end] + data[end:]
-        yield f"kv{i}-duplicate", _put(dup, lay.n_kv_at, "<Q", n_kv + 1)
+        yield f"kv{i}-duplicate", put(dup, lay.n_kv_at, "<Q", n_kv + 1)
         bad = bytearray(data)
         bad[k0 : k0 + 2] = b"\xff\xfe"
         yield f"kv{i}-key-not-utf8", bytes(bad)
@@ -157,7 +166,7 @@ def corpus(data: bytes, seed: int = 0) -> Iterator[tuple[str, bytes]]:
         bad = bytearray(data)
         bad[start + 8 : start + 10] = b"\xc3\x28"  # an invalid 2-byte UTF-8 sequence
         yield f"t{i}-name-not-utf8", bytes(bad)
-        yield f"t{i}-name-len-huge", _put(data, start, "<Q", 2**62)
+        yield f"t{i}-name-len-huge", put(data, start, "<Q", 2**62)
 
 
 def _string_pair(key: str, value: bytes) -> bytes:
@@ -174,7 +183,7 @@ def with_string_kv(data: bytes, key: str, value: str, alignment: int = 32) -> by
     pair += _string_pair("pyllama_mtp.pad", b"-" * filler_len)
     at = lay.kv_spans[-1][1]
     out = data[:at] + pair + data[at:]
-    return _put(out, lay.n_kv_at, "<Q", _u64(data, lay.n_kv_at) + 2)
+    return put(out, lay.n_kv_at, "<Q", _u64(data, lay.n_kv_at) + 2)
 
 
 def with_token_renamed(data: bytes, old: bytes, new: bytes) -> bytes:
@@ -183,3 +192,39 @@ def with_token_renamed(data: bytes, old: bytes, new: bytes) -> bytes:
     lay = parse(data)
     at = data.index(struct.pack("<Q", len(old)) + old, 24, lay.kv_spans[-1][1])
     return data[: at + 8] + new + data[at + 8 + len(old) :]
+
+
+def tensor_names(data: bytes) -> list[str]:
+    lay = parse(data)
+    return [data[s + 8 : s + 8 + _u64(data, s)].decode() for s, _ in lay.tensor_spans]
+
+
+def arch_mismatches(data: bytes, alignment: int = 32) -> Iterator[tuple[str, bytes, str]]:
+    """Well-formed files whose tensors do not match their architecture: (name, bytes, the tensor
+    the loader must name). A renamed tensor (so one is missing), a 2-D tensor with its dimensions
+    swapped (same bytes, wrong shape) and one tensor too many."""
+    lay = parse(data)
+    names = tensor_names(data)
+
+    first, (start, _) = names[0], lay.tensor_spans[0]
+    renamed = first[:-1] + ("X" if first[-1] != "X" else "Y")
+    yield "tensor-missing", data[: start + 8] + renamed.encode() + data[start + 8 + len(first) :], first
+
+    for i, f in enumerate(lay.tensor_fields):
+        d0, d1 = _u64(data, f["dim0"]), _u64(data, f["dim0"] + 8)
+        if _u32(data, f["n_dims"]) == 2 and d0 != d1:
+            swapped = put(put(data, f["dim0"], "<Q", d1), f["dim0"] + 8, "<Q", d0)
+            yield "tensor-shape-swapped", swapped, names[i]
+            break
+
+    # a 1-D f32 tensor of 8 elements; a 32-character name makes its info entry 64 bytes long,
+    # a multiple of the alignment, so the existing tensors' data keeps its aligned offsets
+    name = b"pyllama_mtp.extra_tensor_0000000"
+    info_end = lay.tensor_spans[-1][1]
+    data_start = info_end + (-info_end) % alignment
+    data_size = len(data) - data_start
+    entry = struct.pack("<Q", len(name)) + name + struct.pack("<IQIQ", 1, 8, 0, data_size + (-data_size) % alignment)
+    assert len(entry) % alignment == 0
+    tail = data[info_end:] + b"\0" * ((-data_size) % alignment) + struct.pack("<8f", *range(8))
+    extra = put(data[:info_end] + entry + tail, lay.n_tensors_at, "<Q", len(names) + 1)
+    yield "tensor-extra", extra, name.decode()

@@ -7,9 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from gguf_corpus import corpus
+from gguf_corpus import arch_mismatches, corpus
 
-from pyllama_mtp.fixtures import Pair
+from pyllama_mtp import Model, ModelLoadError
+from pyllama_mtp.fixtures import Pair, llama_tree
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
+import make_seeds  # noqa: E402
 
 CHILD = """
 import sys
@@ -60,3 +64,28 @@ def test_malformed_gguf_corpus(tmp_path: Path, pair: Pair, which: str) -> None:
     raised = sum(1 for what in outcome.values() if what == "NAMED")
     # most mutations break the file; the rest (a flipped bit in a value nothing checks) load
     assert raised >= 0.6 * len(paths), (raised, len(paths))
+
+
+@pytest.mark.parametrize("which", ["drafter", "target"])
+def test_tensors_not_matching_the_arch_are_named(tmp_path: Path, pair: Pair, which: str) -> None:
+    source = pair.drafter_gguf if which == "drafter" else pair.target_gguf
+    seen = []
+    for name, data, tensor in arch_mismatches(source.read_bytes()):
+        path = tmp_path / f"{name}.gguf"
+        path.write_bytes(data)
+        with pytest.raises(ModelLoadError) as err:
+            Model(path)
+        assert str(path) in str(err.value)
+        assert f"'{tensor}'" in str(err.value), (name, str(err.value))
+        seen.append(name)
+    assert seen == ["tensor-missing", "tensor-shape-swapped", "tensor-extra"]
+
+
+def test_fuzzer_findings_raise(tmp_path: Path) -> None:
+    """The inputs the GGUF fuzzer found (ci/fuzz.sh runs them under UBSan) fail cleanly here too."""
+    make_seeds.main(llama_tree(), tmp_path)
+    paths = sorted(str(p) for p in tmp_path.glob("regress-*.gguf"))
+    assert len(paths) == 4
+    outcome, crashes = load_all(paths)
+    assert not crashes
+    assert set(outcome.values()) == {"NAMED"}, outcome
