@@ -1,7 +1,7 @@
 """pyllama-mtp: Gemma-4 multi-token-prediction speculative decoding from Python.
 
-Public API: :class:`Model`, :class:`Context`, :class:`MtpSession`, :func:`build_info` and the
-exceptions in :mod:`pyllama_mtp.errors`.
+Public API: :class:`Model`, :class:`Context`, :class:`MtpSession`, :class:`Segmenter` (speaker
+segmentation), :func:`build_info` and the exceptions in :mod:`pyllama_mtp.errors`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .errors import (
 )
 from .info import BuildInfo, build_info
 from .model import Model
+from .segmentation import Segmenter, Windows, to_speakers
 from .session import MtpSession, MtpStats, Sampling, Step
 
 __version__ = "0.1.0"
@@ -42,6 +43,9 @@ __all__ = [
     "IncompatibleModelsError",
     "PyllamaMtpError",
     "Sampling",
+    "Segmenter",
     "Step",
+    "Windows",
     "build_info",
+    "to_speakers",
 ]

@@ -84,6 +84,17 @@ int32_t llama_mtp_session_reset(struct llama_mtp_session * session);
 struct llama_context * llama_mtp_session_target_context(struct llama_mtp_session * session);
 struct llama_context * llama_mtp_session_draft_context(struct llama_mtp_session * session);
 
+struct llama_segmentation;
+struct llama_mtp_segmenter_params { int32_t n_threads; bool use_gpu; };
+struct llama_mtp_segmenter_params llama_mtp_segmenter_default_params(void);
+int32_t llama_mtp_segmenter_load(const char * path, struct llama_mtp_segmenter_params params,
+                                 struct llama_segmentation ** out);
+void llama_mtp_segmenter_free(struct llama_segmentation * seg);
+void llama_mtp_segmenter_info(const struct llama_segmentation * seg, int32_t * sample_rate, int32_t * n_classes);
+int64_t llama_mtp_segmenter_n_frames(const struct llama_segmentation * seg, int64_t n_samples);
+int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_samples,
+                                float * out, int64_t n_out);
+
 /* llama.h, used as is */
 void llama_model_free(struct llama_model * model);
 void llama_free(struct llama_context * ctx);

@@ -1,10 +1,12 @@
-"""``pyllama-mtp`` command line: ``info``, ``generate`` (streaming, draft-MTP) and ``demo``."""
+"""``pyllama-mtp`` command line: ``info``, ``generate`` (streaming, draft-MTP), ``demo``,
+``trace-report`` and ``segment`` (speaker segmentation of a WAV file)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from typing import Any
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -119,6 +121,60 @@ def _cmd_trace_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_wav(path: str) -> tuple[Any, int]:
+    """Mono 16-bit PCM WAV -> float32 samples in [-1, 1) and the sample rate."""
+    import wave
+
+    import numpy as np
+
+    try:
+        with wave.open(path, "rb") as w:
+            if w.getnchannels() != 1 or w.getsampwidth() != 2:
+                raise ValueError(
+                    f"{path}: need mono 16-bit PCM, got {w.getnchannels()} channels of {8 * w.getsampwidth()} bits"
+                )
+            rate, frames = w.getframerate(), w.readframes(w.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise ValueError(f"{path}: not a readable WAV file ({exc})") from exc
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0, rate
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .segmentation import Segmenter, to_speakers
+
+    try:
+        audio, rate = _read_wav(args.audio)
+    except (OSError, ValueError) as exc:
+        print(f"pyllama-mtp: error: {exc}", file=sys.stderr)
+        return 1
+    show_progress = not args.no_progress and sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if show_progress:
+            sys.stderr.write(f"\r\x1b[2K[{done}/{total} windows]")
+            sys.stderr.flush()
+
+    with Segmenter(args.model, use_gpu=args.n_gpu_layers != 0) as seg:
+        if rate != seg.sample_rate:
+            print(
+                f"pyllama-mtp: error: {args.audio} is at {rate} Hz, the model at {seg.sample_rate} Hz", file=sys.stderr
+            )
+            return 1
+        windows = seg.segment_long(audio, window_s=args.window, step_s=args.step, progress=progress)
+    if show_progress:
+        sys.stderr.write("\r\x1b[2K")
+    print("start_s  frames  silent  1 speaker  2 speakers")
+    for start, lp in zip(windows.starts, windows.log_probs, strict=True):
+        counts = np.bincount(to_speakers(lp).sum(axis=1), minlength=3)
+        print(f"{start:7.2f}  {len(lp):6d}  {counts[0]:6d}  {counts[1]:9d}  {counts[2]:10d}")
+    if args.out:
+        np.save(args.out, windows.log_probs)
+        print(f"log-probabilities (windows, frames, classes): {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyllama-mtp", description="Gemma-4 MTP speculative decoding on llama.cpp")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("file")
     rep.add_argument("--plot", help="also write a PNG bar chart here (needs matplotlib)")
     rep.set_defaults(func=_cmd_trace_report)
+    seg = sub.add_parser("segment", help="speaker segmentation of a WAV file (pyannote segmentation GGUF)")
+    seg.add_argument(
+        "-m", "--model", required=True, help="segmentation GGUF (python -m pyllama_mtp.convert_segmentation)"
+    )
+    seg.add_argument("audio", help="mono 16-bit PCM WAV at the model's sample rate")
+    seg.add_argument("--window", type=float, default=10.0, help="window length, seconds (default 10)")
+    seg.add_argument("--step", type=float, default=2.5, help="hop between windows, seconds (default 2.5)")
+    seg.add_argument("-ngl", "--n-gpu-layers", type=int, default=-1, help="0 runs on the CPU")
+    seg.add_argument("-o", "--out", help="also save the log-probabilities as .npy")
+    seg.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    seg.set_defaults(func=_cmd_segment)
     demo = sub.add_parser("demo", help="build tiny Gemma-4 pairs, run draft-mtp, print parity with HF and acceptance")
     demo.add_argument("-p", "--prompt", default="the quick brown fox")
     demo.add_argument("-n", "--n-predict", type=int, default=64)

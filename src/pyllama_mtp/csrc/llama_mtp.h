@@ -177,6 +177,29 @@ LLAMA_API int32_t llama_mtp_session_reset(struct llama_mtp_session * session);
 LLAMA_API struct llama_context * llama_mtp_session_target_context(struct llama_mtp_session * session);
 LLAMA_API struct llama_context * llama_mtp_session_draft_context(struct llama_mtp_session * session);
 
+// --- speaker segmentation (llama-segmentation.h in the patched tree), with our error reporting ---
+
+struct llama_segmentation;
+
+struct llama_mtp_segmenter_params {
+    int32_t n_threads;  // <= 0: one (the LSTM's small per-step ops do not pay for more)
+    bool    use_gpu;    // the first GPU device when the build has one
+};
+
+LLAMA_API struct llama_mtp_segmenter_params llama_mtp_segmenter_default_params(void);
+
+// LLAMA_MTP_ERR_LOAD when the file is missing, not a segmentation GGUF, or its layout is refused.
+LLAMA_API int32_t llama_mtp_segmenter_load(const char * path, struct llama_mtp_segmenter_params params,
+                                           struct llama_segmentation ** out);
+LLAMA_API void    llama_mtp_segmenter_free(struct llama_segmentation * seg);
+LLAMA_API void    llama_mtp_segmenter_info(const struct llama_segmentation * seg, int32_t * sample_rate,
+                                           int32_t * n_classes);
+// Frames for a window of n_samples (0: too short).
+LLAMA_API int64_t llama_mtp_segmenter_n_frames(const struct llama_segmentation * seg, int64_t n_samples);
+// out: n_frames * n_classes log-probabilities, frame-major; n_out its capacity in floats.
+LLAMA_API int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_samples,
+                                          float * out, int64_t n_out);
+
 #ifdef __cplusplus
 }
 #endif

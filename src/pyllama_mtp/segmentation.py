@@ -1,0 +1,139 @@
+"""Speaker segmentation (pyannote segmentation-3.0 shape) on the patched build's ggml graph."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._native import check, ffi, lib
+from ._resource import NativeResource
+from .model import _precheck
+
+
+def powerset_classes(n_speakers: int = 3, max_per_frame: int = 2) -> list[tuple[int, ...]]:
+    """The speaker set of each class, in pyannote's powerset order: {}, {0}, {1}, {2}, {0,1}, ..."""
+    return [c for k in range(max_per_frame + 1) for c in itertools.combinations(range(n_speakers), k)]
+
+
+def to_speakers(
+    log_probs: npt.NDArray[np.float32], n_speakers: int = 3, max_per_frame: int = 2
+) -> npt.NDArray[np.int8]:
+    """Per-frame powerset log-probabilities ``(frames, classes)`` -> speaker activity ``(frames, n_speakers)``.
+
+    Each frame takes its most likely class; a speaker is active (1) when that class contains it.
+    """
+    classes = powerset_classes(n_speakers, max_per_frame)
+    if log_probs.ndim != 2 or log_probs.shape[1] != len(classes):
+        raise ValueError(f"expected (frames, {len(classes)}) log-probabilities, got shape {log_probs.shape}")
+    mapping = np.zeros((len(classes), n_speakers), dtype=np.int8)
+    for i, speakers in enumerate(classes):
+        mapping[i, list(speakers)] = 1
+    activity: npt.NDArray[np.int8] = mapping[np.argmax(log_probs, axis=1)]
+    return activity
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Log-probabilities of overlapping windows over a long recording."""
+
+    starts: npt.NDArray[np.float64]  # (n_windows,) window start times, seconds
+    log_probs: npt.NDArray[np.float32]  # (n_windows, frames, classes)
+    window_s: float
+    frame_s: float  # seconds between consecutive frames of a window
+
+
+class Segmenter(NativeResource):
+    """A segmentation GGUF (written by :mod:`pyllama_mtp.convert_segmentation`), ready to run.
+
+    ``use_gpu`` runs on the first GPU of a CUDA/Metal build (the CPU otherwise); ``n_threads`` <= 0
+    means one CPU thread (faster than more for this graph of many small ops).
+    """
+
+    _kind = "segmenter"
+
+    def __init__(self, path: str | os.PathLike[str], *, use_gpu: bool = True, n_threads: int = 0) -> None:
+        self.path = Path(path)
+        _precheck(self.path)
+        params = lib.llama_mtp_segmenter_default_params()
+        params.use_gpu = use_gpu
+        params.n_threads = n_threads
+        out = ffi.new("struct llama_segmentation **")
+        check(lib.llama_mtp_segmenter_load(os.fsencode(self.path), params, out))
+        self._ptr = out[0]
+        rate, classes = ffi.new("int32_t *"), ffi.new("int32_t *")
+        lib.llama_mtp_segmenter_info(self._ptr, rate, classes)
+        self.sample_rate: int = rate[0]
+        self.n_classes: int = classes[0]
+
+    def _free(self, ptr: Any) -> None:
+        lib.llama_mtp_segmenter_free(ptr)
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames produced for a window of ``n_samples`` samples (0: too short)."""
+        return int(lib.llama_mtp_segmenter_n_frames(self.ptr, n_samples))
+
+    def segment(self, waveform: npt.ArrayLike, sample_rate: int | None = None) -> npt.NDArray[np.float32]:
+        """Frame log-probabilities ``(frames, n_classes)`` of one mono window.
+
+        ``waveform`` is 1-D float32 audio at the model's sample rate (``sample_rate`` is checked,
+        not resampled). A model without a front-end takes ``(frames, features)`` instead.
+        """
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            raise ValueError(f"the model runs at {self.sample_rate} Hz, got audio at {sample_rate} Hz (resample it)")
+        x = np.ascontiguousarray(waveform, dtype=np.float32)
+        if x.ndim == 2 and x.shape[0] == 1:
+            x = x[0]
+        n = self.n_frames(x.size)
+        if x.ndim not in (1, 2) or n < 1 or (x.ndim == 2 and x.shape[0] != n):
+            raise ValueError(f"input of shape {x.shape} gives no frame (a window must be longer)")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("input contains NaN or infinity")
+        out = np.empty((n, self.n_classes), dtype=np.float32)
+        check(
+            lib.llama_mtp_segmenter_run(
+                self.ptr, ffi.from_buffer("float[]", x), x.size, ffi.from_buffer("float[]", out), out.size
+            )
+        )
+        return out
+
+    def segment_long(
+        self,
+        waveform: npt.ArrayLike,
+        sample_rate: int | None = None,
+        *,
+        window_s: float = 10.0,
+        step_s: float = 1.0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Windows:
+        """Slide a ``window_s`` window by ``step_s`` over a long recording (the last window is zero-padded).
+
+        ``progress(done, total)`` is called after each window.
+        """
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            raise ValueError(f"the model runs at {self.sample_rate} Hz, got audio at {sample_rate} Hz (resample it)")
+        if step_s <= 0 or window_s <= 0:
+            raise ValueError("window_s and step_s must be positive")
+        x = np.ascontiguousarray(waveform, dtype=np.float32).reshape(-1)
+        win, step = round(window_s * self.sample_rate), round(step_s * self.sample_rate)
+        n_windows = 1 + max(0, -(-(x.size - win) // step))
+        frames = self.n_frames(win)
+        out = np.empty((n_windows, frames, self.n_classes), dtype=np.float32)
+        chunk = np.zeros(win, dtype=np.float32)
+        for i in range(n_windows):
+            piece = x[i * step : i * step + win]
+            chunk[: piece.size] = piece
+            chunk[piece.size :] = 0
+            out[i] = self.segment(chunk)
+            if progress is not None:
+                progress(i + 1, n_windows)
+        return Windows(np.arange(n_windows) * step / self.sample_rate, out, window_s, window_s / frames)
+
+
+__all__ = ["Segmenter", "Windows", "powerset_classes", "to_speakers"]
