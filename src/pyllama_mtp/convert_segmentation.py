@@ -82,7 +82,9 @@ class _Values:
             for i in symbolic:  # the last symbolic dim is time; the others (batch) are 1
                 dims[i] = self.DUMMY_LEN if i == symbolic[-1] else 1
             feeds = {inp.name: np.zeros(dims, dtype=np.float32)}
-            self.evaluated = ReferenceEvaluator(self.model).run(None, feeds, intermediate=True)
+            results = ReferenceEvaluator(self.model).run(None, feeds, intermediate=True)
+            assert isinstance(results, dict)  # intermediate=True: every value by name
+            self.evaluated = results
         if name not in self.evaluated:
             raise ConversionError(f"value '{name}' is neither an initializer nor computable from the parameters")
         return np.asarray(self.evaluated[name])
