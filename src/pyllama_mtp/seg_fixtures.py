@@ -82,17 +82,27 @@ class _Graph:
     def uniform(self, shape: tuple[int, ...], scale: float) -> np.ndarray:
         return self.rng.uniform(-scale, scale, shape).astype(np.float32)
 
-    def bilstm(self, x: str, n_in: int, hidden: int, gain: float) -> str:
-        """x [T, 1, n_in] -> [T, 1, 2 * hidden] (ONNX LSTM, bidirectional, gates I, O, F, C)."""
+    def bilstm(self, x: str, n_in: int, hidden: int, gain: float, torch_style: bool = False) -> str:
+        """x [T, 1, n_in] -> [T, 1, 2 * hidden] (ONNX LSTM, bidirectional, gates I, O, F, C).
+
+        ``torch_style``: zero initial states computed from the input's shape, as torch exports them.
+        """
         from onnx import helper
 
         s = gain / np.sqrt(hidden)
         w = self.const("W", self.uniform((2, 4 * hidden, n_in), s))
         r = self.const("R", self.uniform((2, 4 * hidden, hidden), s))
         b = self.const("B", self.uniform((2, 8 * hidden), s))
+        inputs = [x, w, r, b]
+        if torch_style:
+            batch = self.op("Gather", [self.op("Shape", [x]), self.const("one", np.array([1], dtype=np.int64))])
+            dims = self.op("Concat", [self.const("two", np.array([2], np.int64)), batch,
+                                      self.const("h", np.array([hidden], np.int64))], axis=0)  # fmt: skip
+            zeros = self.op("ConstantOfShape", [dims])
+            inputs += ["", zeros, zeros]
         y = self.name("lstm_y")
         self.nodes.append(
-            helper.make_node("LSTM", [x, w, r, b], [y], hidden_size=hidden, direction="bidirectional")
+            helper.make_node("LSTM", inputs, [y], hidden_size=hidden, direction="bidirectional")
         )  # y [T, 2, 1, H]
         y = self.op("Transpose", [y], perm=[0, 2, 1, 3])  # [T, 1, 2, H]
         return self.op("Reshape", [y, self.const("shape", np.array([0, 0, 2 * hidden], dtype=np.int64))])
@@ -127,8 +137,14 @@ def lstm_stack(layers: int = 1, n_in: int = 60, hidden: int = 128, seed: int = 0
     return g.model([inp], x, ["T", 1, width])
 
 
-def pyannet(shape: PyanNetShape = PyanNetShape(), seed: int = 0, gain: float = 2.0) -> Any:
-    """ONNX model of the whole segmentation network: ``waveform [1, 1, samples]`` -> ``[1, frames, classes]``."""
+def pyannet(shape: PyanNetShape = PyanNetShape(), seed: int = 0, gain: float = 2.0, torch_style: bool = False) -> Any:
+    """ONNX model of the whole segmentation network: ``waveform [1, 1, samples]`` -> ``[1, frames, classes]``.
+
+    ``torch_style`` builds the same network the way ``torch.onnx.export`` writes pyannote's: the
+    sinc filters computed from parameters (here: raw filters times a window), the filterbank
+    conv inside an ``If`` on the input's rank, a norm's parameters behind ``Identity`` nodes and
+    zero LSTM states computed from the input's shape. Same function, same outputs.
+    """
     from onnx import TensorProto, helper
 
     g = _Graph(seed)
@@ -156,18 +172,34 @@ def pyannet(shape: PyanNetShape = PyanNetShape(), seed: int = 0, gain: float = 2
         ),
     ]
     for i, (w, b, stride) in enumerate(blocks):
-        inputs = [x, g.const("conv_w", w)] + ([g.const("conv_b", b)] if b is not None else [])
-        x = g.op("Conv", inputs, strides=[stride])
+        if torch_style and i == 0:
+            window = np.hamming(w.shape[-1]).astype(np.float32)
+            raw = w / np.where(window == 0, 1, window)
+            weight = g.op("Mul", [g.const("raw_filters", raw), g.const("window", window)])
+            rank3 = g.op("Equal", [g.op("Size", [g.op("Shape", [x])]), g.const("three", np.array(3, np.int64))])
+            conv_out = g.name("conv_in_branch")
+            branch = helper.make_graph(
+                [helper.make_node("Conv", [x, weight], [conv_out], strides=[stride])], g.name("branch"), [],
+                [helper.make_tensor_value_info(conv_out, TensorProto.FLOAT, None)],
+            )  # fmt: skip
+            x = g.name("if")
+            g.nodes.append(helper.make_node("If", [rank3], [x], then_branch=branch, else_branch=branch))
+        else:
+            inputs = [x, g.const("conv_w", w)] + ([g.const("conv_b", b)] if b is not None else [])
+            x = g.op("Conv", inputs, strides=[stride])
         if i == 0:
             x = g.op("Abs", [x])
         x = g.op("MaxPool", [x], kernel_shape=[shape.pool], strides=[shape.pool])
         channels = w.shape[0]
-        x = g.op("InstanceNormalization", [x, *affine(channels)], epsilon=1e-5)
+        scale, bias = affine(channels)
+        if torch_style and i == len(blocks) - 1:
+            scale, bias = g.op("Identity", [scale]), g.op("Identity", [bias])
+        x = g.op("InstanceNormalization", [x, scale, bias], epsilon=1e-5)
         x = g.op("LeakyRelu", [x], alpha=0.01)
     x = g.op("Transpose", [x], perm=[2, 0, 1])  # [1, C, T] -> [T, 1, C]
     width = channels
     for _ in range(shape.lstm_layers):
-        x = g.bilstm(x, width, shape.lstm_hidden, gain)
+        x = g.bilstm(x, width, shape.lstm_hidden, gain, torch_style)
         width = 2 * shape.lstm_hidden
     x = g.op("Transpose", [x], perm=[1, 0, 2])  # [1, T, 2H]
     for i, n_out in enumerate((*shape.linear, shape.classes)):

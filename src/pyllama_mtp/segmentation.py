@@ -53,7 +53,7 @@ class Segmenter(NativeResource):
     """A segmentation GGUF (written by :mod:`pyllama_mtp.convert_segmentation`), ready to run.
 
     ``use_gpu`` runs on the first GPU of a CUDA/Metal build (the CPU otherwise); ``n_threads`` <= 0
-    means one CPU thread (faster than more for this graph of many small ops).
+    means every hardware thread.
     """
 
     _kind = "segmenter"

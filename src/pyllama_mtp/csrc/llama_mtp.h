@@ -182,7 +182,7 @@ LLAMA_API struct llama_context * llama_mtp_session_draft_context(struct llama_mt
 struct llama_segmentation;
 
 struct llama_mtp_segmenter_params {
-    int32_t n_threads;  // <= 0: one (the LSTM's small per-step ops do not pay for more)
+    int32_t n_threads;  // <= 0: every hardware thread
     bool    use_gpu;    // the first GPU device when the build has one
 };
 

@@ -17,11 +17,9 @@ int32_t llama_mtp_segmenter_load(const char * path, struct llama_mtp_segmenter_p
     *out = nullptr;
     return guarded("segmenter load", [&]() -> int32_t {
         llama_segmentation_params p = llama_segmentation_default_params();
-        // one thread unless asked: the LSTM's per-step ops are too small to share, and a barrier
-        // per op made two threads slower than one (0.34 s vs 0.20 s per 10 s window on 2 cores)
-        p.n_threads = params.n_threads > 0 ? params.n_threads : 1;
-        p.use_gpu   = params.use_gpu;
-        *out        = llama_segmentation_load(path, p);
+        p.n_threads                 = default_threads(params.n_threads);
+        p.use_gpu                   = params.use_gpu;
+        *out                        = llama_segmentation_load(path, p);
         if (*out == nullptr) {
             set_error_with_log(std::string("failed to load segmentation model from ") + path);
             return LLAMA_MTP_ERR_LOAD;
