@@ -17,24 +17,32 @@ import make_seeds  # noqa: E402
 
 CHILD = """
 import sys
-from pyllama_mtp import Model, ModelLoadError
-for i, p in enumerate(sys.argv[1:]):
+import numpy as np
+from pyllama_mtp import Model, ModelLoadError, Segmenter
+loader = {"model": Model, "segmenter": Segmenter}[sys.argv[1]]
+for i, p in enumerate(sys.argv[2:]):
     print("BEGIN", i, flush=True)
     try:
-        with Model(p):
+        with loader(p) as m:
+            if loader is Segmenter:  # what loads must also run (or refuse the window cleanly)
+                try:
+                    m.segment(np.zeros(16000, dtype=np.float32))
+                except ValueError:
+                    pass
             print("LOADED", i, flush=True)
     except ModelLoadError as e:
         print("RAISED", i, "NAMED" if p in str(e) else "UNNAMED", flush=True)
 """
 
 
-def load_all(paths: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+def load_all(paths: list[str], loader: str = "model") -> tuple[dict[str, str], dict[str, int]]:
     """Load every file in child processes; a child that dies is restarted after its file."""
     outcome: dict[str, str] = {}
     crashes: dict[str, int] = {}
     todo = list(paths)
     while todo:
-        res = subprocess.run([sys.executable, "-c", CHILD, *todo], capture_output=True, text=True, timeout=900)
+        cmd = [sys.executable, "-c", CHILD, loader, *todo]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         last = -1
         for line in res.stdout.splitlines():
             word, i, *rest = line.split()
@@ -89,3 +97,23 @@ def test_fuzzer_findings_raise(tmp_path: Path) -> None:
     outcome, crashes = load_all(paths)
     assert not crashes
     assert set(outcome.values()) == {"NAMED"}, outcome
+
+
+def test_malformed_segmentation_gguf_corpus(tmp_path: Path) -> None:
+    """The same corpus against our segmentation loader (its own tensor and hyper-parameter checks)."""
+    pytest.importorskip("onnx")
+    from pyllama_mtp import seg_fixtures as sf
+    from pyllama_mtp.convert_segmentation import convert
+
+    source = convert(sf.pyannet(seed=0), tmp_path / "seg.gguf")
+    paths = []
+    for name, data in corpus(source.read_bytes()):
+        path = tmp_path / f"{name}.gguf"
+        path.write_bytes(data)
+        paths.append(str(path))
+    assert len(paths) >= 100
+    outcome, crashes = load_all(paths, loader="segmenter")
+    assert not crashes, {Path(p).name: rc for p, rc in crashes.items()}
+    unnamed = [Path(p).name for p, what in outcome.items() if what == "UNNAMED"]
+    assert not unnamed, unnamed
+    assert sum(1 for what in outcome.values() if what == "NAMED") >= 0.5 * len(paths)
