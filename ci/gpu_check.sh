@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The by-hand GPU job (README, "CUDA on the H100"): on a machine with no network, build the CUDA
+# backend from the carried pinned tree, run the GPU benchmarks, then the whole test suite with
+# what time is left. Everything lands in $OUT (default ./gpu-out).
+#   .carry/llama.cpp  the pinned tree, trimmed (PYLLAMA_MTP_LLAMA_SRC)
+#   .whl/             wheels the machine lacks (cffi, pycparser, onnx and what onnx needs)
+#   GPU_CHECK_SECONDS total budget (default 580)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-$PWD/gpu-out}"
+mkdir -p "$out"
+budget="${GPU_CHECK_SECONDS:-580}"
+t0=$SECONDS
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/cffi-*.whl .whl/pycparser-*.whl \
+    .whl/onnx-*.whl .whl/ml_dtypes-*.whl
+python3 -c "import google.protobuf" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/protobuf-*.whl
+export PYTHONPATH=/tmp/site PYLLAMA_MTP_LLAMA_SRC=$PWD/.carry/llama.cpp PYLLAMA_MTP_BACKEND=cuda
+export CMAKE_CUDA_ARCHITECTURES="${CMAKE_CUDA_ARCHITECTURES:-90}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
+python3 -m pip install --no-build-isolation --no-deps --target /tmp/pkg -C build-dir=/tmp/skb . > "$out/build.log" 2>&1 \
+    || { tail -50 "$out/build.log"; exit 1; }
+echo "build: $((SECONDS - t0)) s"
+# the tree's gguf-py stands in for the gguf package
+export PYTHONPATH=/tmp/pkg:/tmp/site:$PWD/.carry/llama.cpp/gguf-py PYLLAMA_MTP_FIXTURE_CACHE=/tmp/fixtures
+export PYLLAMA_MTP_LLAMA_TREE=$PWD/.carry/llama.cpp
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+python3 -m pyllama_mtp info > "$out/info.txt" 2>&1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$out/info.txt" 2>&1
+python3 bench/segmentation.py --windows 20 --out "$out/segmentation.json" > "$out/segmentation.log" 2>&1
+python3 bench/vram_cycles.py --cycles "${VRAM_CYCLES:-150}" --out "$out/vram.json" > "$out/vram.log" 2>&1
+echo "benches: $((SECONDS - t0)) s (commit $commit)"
+left=$((budget - (SECONDS - t0)))
+# the GPU-specific files first, the slow child-process corpora and the 1000-cycle test last
+order="test_segmentation.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py test_model.py
+ test_info.py test_trace.py test_cli.py test_patches.py test_vendor.py test_gguf_fuzz.py test_resources.py"
+# shellcheck disable=SC2086
+(cd tests && timeout "$left" python3 -m pytest -v -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $order \
+    > "$out/tests.log" 2>&1)
+echo "tests: rc $? after $((SECONDS - t0)) s"
+tail -5 "$out/tests.log"
