@@ -25,12 +25,15 @@ export PYLLAMA_MTP_LLAMA_TREE=$PWD/.carry/llama.cpp
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 python3 -m pyllama_mtp info > "$out/info.txt" 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$out/info.txt" 2>&1
+(cd tests && python3 -m pytest -q --tb=short -p no:cacheprovider --rootdir=.. -c ../pyproject.toml test_segmentation.py \
+    > "$out/tests-segmentation.log" 2>&1)
+echo "segmentation tests: rc $? after $((SECONDS - t0)) s"
 python3 bench/segmentation.py --windows 20 --out "$out/segmentation.json" > "$out/segmentation.log" 2>&1
-python3 bench/vram_cycles.py --cycles "${VRAM_CYCLES:-150}" --out "$out/vram.json" > "$out/vram.log" 2>&1
+python3 bench/vram_cycles.py --cycles "${VRAM_CYCLES:-100}" --out "$out/vram.json" > "$out/vram.log" 2>&1
 echo "benches: $((SECONDS - t0)) s (commit $commit)"
 left=$((budget - (SECONDS - t0)))
 # the GPU-specific files first, the slow child-process corpora and the 1000-cycle test last
-order="test_segmentation.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py test_model.py
+order="test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py test_model.py
  test_info.py test_trace.py test_cli.py test_patches.py test_vendor.py test_gguf_fuzz.py test_resources.py"
 # shellcheck disable=SC2086
 (cd tests && timeout "$left" python3 -m pytest -v -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $order \
