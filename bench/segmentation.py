@@ -46,6 +46,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", type=int, default=20)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--commit", help="the commit to record (default: git rev-parse HEAD)")
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -87,7 +88,8 @@ def main() -> int:
     def ratio(a: str, b: str) -> float | None:
         return rate[a] / rate[b] if a in rate and b in rate else None
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = args.commit or head
     result = {
         "schema": 1,
         "device": ", ".join(info.devices),

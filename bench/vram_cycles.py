@@ -38,6 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cycles", type=int, default=300)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--commit", help="the commit to record (default: git rev-parse HEAD)")
     args = parser.parse_args()
     pair = build_pair()
     wav = np.zeros(sf.WINDOW_SAMPLES, dtype=np.float32)
@@ -61,7 +62,8 @@ def main() -> int:
             if i % 50 == 0:
                 samples.append((i, used_mib()))
     grown = used_mib() - start
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = args.commit or head
     result = {
         "device": ", ".join(build_info().devices),
         "commit": commit,

@@ -4,7 +4,8 @@
 # what time is left. Everything lands in $OUT (default ./gpu-out).
 #   .carry/llama.cpp  the pinned tree, trimmed (PYLLAMA_MTP_LLAMA_SRC)
 #   .whl/             wheels the machine lacks (cffi, pycparser, onnx and what onnx needs)
-#   GPU_CHECK_SECONDS total budget (default 580)
+#   GPU_CHECK_SECONDS total budget (default 580); GPU_CHECK_COMMIT the commit to record;
+#   GPU_CHECK_SUITE_ONLY=1 skips the segmentation tests and the benchmarks
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$PWD/gpu-out}"
@@ -22,15 +23,18 @@ echo "build: $((SECONDS - t0)) s"
 # the tree's gguf-py stands in for the gguf package
 export PYTHONPATH=/tmp/pkg:/tmp/site:$PWD/.carry/llama.cpp/gguf-py PYLLAMA_MTP_FIXTURE_CACHE=/tmp/fixtures
 export PYLLAMA_MTP_LLAMA_TREE=$PWD/.carry/llama.cpp
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# the machine's copy of .git may be stale: the caller can name the commit
+commit="${GPU_CHECK_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 python3 -m pyllama_mtp info > "$out/info.txt" 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$out/info.txt" 2>&1
+if [ -z "${GPU_CHECK_SUITE_ONLY:-}" ]; then
 (cd tests && python3 -m pytest -q --tb=short -p no:cacheprovider --rootdir=.. -c ../pyproject.toml test_segmentation.py \
     > "$out/tests-segmentation.log" 2>&1)
 echo "segmentation tests: rc $? after $((SECONDS - t0)) s"
-python3 bench/segmentation.py --windows 20 --out "$out/segmentation.json" > "$out/segmentation.log" 2>&1
-python3 bench/vram_cycles.py --cycles "${VRAM_CYCLES:-100}" --out "$out/vram.json" > "$out/vram.log" 2>&1
+python3 bench/segmentation.py --windows 20 --commit "$commit" --out "$out/segmentation.json" > "$out/segmentation.log" 2>&1
+python3 bench/vram_cycles.py --cycles "${VRAM_CYCLES:-100}" --commit "$commit" --out "$out/vram.json" > "$out/vram.log" 2>&1
 echo "benches: $((SECONDS - t0)) s (commit $commit)"
+fi
 left=$((budget - (SECONDS - t0)))
 # the GPU-specific files first, the slow child-process corpora and the 1000-cycle test last
 order="test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py test_model.py
