@@ -208,6 +208,20 @@ def test_converter_refuses_what_it_cannot_represent(tmp_path: Path) -> None:
         conv.convert(model, out)
     assert not out.exists() and not list(tmp_path.iterdir())
 
+    # an initial LSTM state computed from the input's values (not only its shape) is refused
+    from onnx import helper
+
+    model = sf.lstm_stack()
+    graph = model.graph
+    for name, value in (("s0", [0]), ("s1", [2]), ("s2", [0])):
+        graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
+    graph.initializer.append(numpy_helper.from_array(np.ones((60, 128), np.float32), "proj"))
+    graph.node.insert(0, helper.make_node("Slice", ["features", "s0", "s1", "s2"], ["h0_in"]))
+    graph.node.insert(1, helper.make_node("MatMul", ["h0_in", "proj"], ["h0"]))  # [2, 1, 128]
+    next(n for n in graph.node if n.op_type == "LSTM").input.extend(["", "h0", ""])
+    with pytest.raises(conv.ConversionError, match="'h0' depends on the input"):
+        conv.convert(model, out)
+
 
 def test_powerset_and_speakers() -> None:
     assert powerset_classes() == [(), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2)]

@@ -54,40 +54,51 @@ def _text(v: Any) -> Any:
 
 
 class _Values:
-    """Initializers and constants by name; a value the graph computes from its parameters (the
-    sinc filters of a torch export, zero initial LSTM states) is evaluated once, with onnx's
-    reference evaluator on a short dummy input, when first asked for."""
+    """Initializers and constants by name. A value the graph computes (the sinc filters of a torch
+    export, zero initial LSTM states) is taken when the parameters alone determine it: the graph
+    is run twice with onnx's reference evaluator, on two different random inputs, and the value
+    must come out the same."""
 
-    DUMMY_LEN = 3200  # symbolic input dims: 0.2 s of 16 kHz audio, enough for a few frames
+    DUMMY_LEN = 3200  # the time dim of the evaluation inputs: 0.2 s of 16 kHz audio, a few frames
 
     def __init__(self, model: Any) -> None:
         from onnx import numpy_helper
 
         self.model = model
         self.known: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        self.evaluated: dict[str, Any] | None = None
+        self.evaluated: list[dict[str, Any]] = []
 
     def __contains__(self, name: str) -> bool:
         return name in self.known
 
+    def _evaluate(self) -> list[dict[str, Any]]:
+        from onnx.reference import ReferenceEvaluator
+
+        inp = self.model.graph.input[0]
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
+        symbolic = [i for i, d in enumerate(dims) if d < 0]
+        for i in symbolic:  # the last symbolic dim is time; the others (batch) are 1
+            dims[i] = self.DUMMY_LEN if i == symbolic[-1] else 1
+        evaluator = ReferenceEvaluator(self.model)
+        runs = []
+        for seed in (0, 1):
+            feed = np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
+            results = evaluator.run(None, {inp.name: feed}, intermediate=True)
+            assert isinstance(results, dict)  # intermediate=True: every value by name
+            runs.append(results)
+        return runs
+
     def get(self, name: str) -> np.ndarray:
         if name in self.known:
             return self.known[name]
-        if self.evaluated is None:
-            from onnx.reference import ReferenceEvaluator
-
-            inp = self.model.graph.input[0]
-            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
-            symbolic = [i for i, d in enumerate(dims) if d < 0]
-            for i in symbolic:  # the last symbolic dim is time; the others (batch) are 1
-                dims[i] = self.DUMMY_LEN if i == symbolic[-1] else 1
-            feeds = {inp.name: np.zeros(dims, dtype=np.float32)}
-            results = ReferenceEvaluator(self.model).run(None, feeds, intermediate=True)
-            assert isinstance(results, dict)  # intermediate=True: every value by name
-            self.evaluated = results
-        if name not in self.evaluated:
-            raise ConversionError(f"value '{name}' is neither an initializer nor computable from the parameters")
-        return np.asarray(self.evaluated[name])
+        if not self.evaluated:
+            self.evaluated = self._evaluate()
+        first, second = (run.get(name) for run in self.evaluated)
+        if first is None or second is None:
+            raise ConversionError(f"value '{name}' is neither an initializer nor computed by the graph")
+        if not np.array_equal(first, second):
+            raise ConversionError(f"value '{name}' depends on the input, not only on the parameters")
+        return np.asarray(first)
 
 
 def _read(model: Any) -> _Net:
