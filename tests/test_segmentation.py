@@ -187,6 +187,8 @@ def test_bad_input_raises_and_the_segmenter_stays_usable(tmp_path: Path) -> None
             seg.segment(wav[:200])
         with pytest.raises(ValueError, match="8000 Hz"):
             seg.segment(wav, sample_rate=8000)
+        with pytest.raises(ValueError, match="segment_long"):
+            seg.segment(np.zeros(150 * sf.SAMPLE_RATE, dtype=np.float32))  # 150 s: 8,800+ frames
         bad = wav.copy()
         bad[5] = np.nan
         with pytest.raises(ValueError, match="NaN"):

@@ -85,6 +85,7 @@ struct llama_context * llama_mtp_session_target_context(struct llama_mtp_session
 struct llama_context * llama_mtp_session_draft_context(struct llama_mtp_session * session);
 
 struct llama_segmentation;
+#define LLAMA_SEGMENTATION_MAX_FRAMES ...
 struct llama_mtp_segmenter_params { int32_t n_threads; bool use_gpu; };
 struct llama_mtp_segmenter_params llama_mtp_segmenter_default_params(void);
 int32_t llama_mtp_segmenter_load(const char * path, struct llama_mtp_segmenter_params params,
@@ -140,7 +141,7 @@ llama_pos llama_memory_seq_pos_max(llama_memory_t mem, llama_seq_id seq_id);
 def builder() -> cffi.FFI:
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
-    ffi.set_source("pyllama_mtp._lib", '#include "llama_mtp.h"\n')
+    ffi.set_source("pyllama_mtp._lib", '#include "llama_mtp.h"\n#include "llama-segmentation.h"\n')
     return ffi
 
 

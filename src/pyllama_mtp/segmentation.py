@@ -93,6 +93,10 @@ class Segmenter(NativeResource):
         n = self.n_frames(x.size)
         if x.ndim not in (1, 2) or n < 1 or (x.ndim == 2 and x.shape[0] != n):
             raise ValueError(f"input of shape {x.shape} gives no frame (a window must be longer)")
+        if n > int(lib.LLAMA_SEGMENTATION_MAX_FRAMES):
+            raise ValueError(
+                f"a window of {n} frames is longer than {lib.LLAMA_SEGMENTATION_MAX_FRAMES}: use segment_long()"
+            )
         if not np.all(np.isfinite(x)):
             raise ValueError("input contains NaN or infinity")
         out = np.empty((n, self.n_classes), dtype=np.float32)
