@@ -3,7 +3,8 @@
     python bench/segmentation.py [--windows 20] [--out bench/results/DATE-DEVICE-segmentation.json]
 
 One random pyannote-shaped network (``seg_fixtures.pyannet``), 10 s windows at 16 kHz. Contenders:
-ours on the CPU (1 thread, and every thread: the default), ours on the GPU when the build has one,
+ours on the CPU (1 thread; every thread, the default; every thread with the LSTM built from
+ggml ops per step instead of the fused recurrence), ours on the GPU when the build has one,
 onnxruntime's CPU execution provider (its default threads) and its CUDA provider when installed.
 Each runs one warm-up window, then ``--windows`` timed ones; ratios are ours over onnxruntime CPU.
 Schema (``schema`` = 1): ``device``, ``commit``, ``date``, ``rows`` (``name``, ``windows_per_s``,
@@ -78,6 +79,7 @@ def main() -> int:
         for name, kwargs in (
             ("ours-cpu-1-thread", {"use_gpu": False, "n_threads": 1}),
             (f"ours-cpu-{os.cpu_count()}-threads", {"use_gpu": False, "n_threads": 0}),  # the default
+            (f"ours-cpu-{os.cpu_count()}-threads-ggml-ops", {"use_gpu": False, "fused_lstm": False}),
             *([("ours-gpu", {"use_gpu": True})] if on_gpu else []),
         ):
             with Segmenter(path, **kwargs) as seg:

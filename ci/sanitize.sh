@@ -53,5 +53,17 @@ with Model(target_path) as target, Model(drafter_path) as drafter:
     with Context(target, n_ctx=256) as ctx:
         ctx.decode(target.tokenize(text), all_logits=True)
         ctx.all_logits()
+# the segmenter: the fused LSTM recurrence (raw loops over tensor data) and the ggml-op one
+import tempfile
+import numpy as np
+from pyllama_mtp import Segmenter, seg_fixtures
+from pyllama_mtp.convert_segmentation import convert
+seg_path = convert(seg_fixtures.pyannet(seed=0), tempfile.mkdtemp() + "/seg.gguf")
+window = np.random.default_rng(0).standard_normal(seg_fixtures.WINDOW_SAMPLES).astype(np.float32)
+outs = []
+for fused in (True, False):
+    with Segmenter(seg_path, fused_lstm=fused) as seg:
+        outs.append(seg.segment(window))
+assert np.abs(outs[0] - outs[1]).max() < 1e-4
 print("python session under ASan/UBSan: ok")
 PY

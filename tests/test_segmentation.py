@@ -70,12 +70,17 @@ def lstm_pair(tmp_path: Path, layers: int, seed: int) -> tuple[Any, Path]:
     return model, gguf_of(model, tmp_path / f"lstm{layers}-{seed}.gguf")
 
 
+# On the CPU the recurrence runs as one fused op by default, or as ggml ops per step (the GPU's way)
+FUSED = [pytest.param(True, id="fused"), pytest.param(False, id="ggml-ops")]
+
+
+@pytest.mark.parametrize("fused", FUSED)
 @pytest.mark.parametrize("layers", [1, 4])
-def test_lstm_stack_matches_onnxruntime(tmp_path: Path, layers: int) -> None:
+def test_lstm_stack_matches_onnxruntime(tmp_path: Path, layers: int, fused: bool) -> None:
     model, path = lstm_pair(tmp_path, layers, seed=layers)
     x = features(seed=10 + layers)
     ref = sf.onnx_run(model, x[:, None, :])[:, 0, :]
-    with Segmenter(path) as seg:
+    with Segmenter(path, fused_lstm=fused) as seg:
         # the graph is kept between calls: every call must see its own inputs again (the time
         # reversal indices were once set only when the graph was built, then overwritten)
         runs = [seg.segment(x) for _ in range(3)]
@@ -85,14 +90,15 @@ def test_lstm_stack_matches_onnxruntime(tmp_path: Path, layers: int) -> None:
         assert np.abs(ours - ref).max() <= TOL
 
 
+@pytest.mark.parametrize("fused", FUSED)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_whole_network_matches_onnxruntime(tmp_path: Path, seed: int) -> None:
+def test_whole_network_matches_onnxruntime(tmp_path: Path, seed: int, fused: bool) -> None:
     model = sf.pyannet(seed=seed, gain=GAIN)
     wav = waveform(seed)
     ref = sf.onnx_run(model, wav[None, None, :])[0]
     one_ulp = np.nextafter(wav, np.float32(np.inf)).astype(np.float32)
     assert np.abs(sf.onnx_run(model, one_ulp[None, None, :])[0] - ref).max() < TOL / 10
-    with Segmenter(gguf_of(model, tmp_path / "net.gguf")) as seg:
+    with Segmenter(gguf_of(model, tmp_path / "net.gguf"), fused_lstm=fused) as seg:
         assert seg.n_classes == 7 and seg.sample_rate == 16000
         assert seg.n_frames(wav.size) == 589
         ours = seg.segment(wav, sample_rate=16000)

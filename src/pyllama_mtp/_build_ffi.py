@@ -86,7 +86,7 @@ struct llama_context * llama_mtp_session_draft_context(struct llama_mtp_session 
 
 struct llama_segmentation;
 #define LLAMA_SEGMENTATION_MAX_FRAMES ...
-struct llama_mtp_segmenter_params { int32_t n_threads; bool use_gpu; };
+struct llama_mtp_segmenter_params { int32_t n_threads; bool use_gpu; bool fused_lstm; };
 struct llama_mtp_segmenter_params llama_mtp_segmenter_default_params(void);
 int32_t llama_mtp_segmenter_load(const char * path, struct llama_mtp_segmenter_params params,
                                  struct llama_segmentation ** out);

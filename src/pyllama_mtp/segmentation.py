@@ -53,17 +53,21 @@ class Segmenter(NativeResource):
     """A segmentation GGUF (written by :mod:`pyllama_mtp.convert_segmentation`), ready to run.
 
     ``use_gpu`` runs on the first GPU of a CUDA/Metal build (the CPU otherwise); ``n_threads`` <= 0
-    means every hardware thread.
+    means every hardware thread. On the CPU, ``fused_lstm`` runs each LSTM layer's recurrence as one
+    op (faster); ``False`` builds it from ggml ops per time step, as on a GPU.
     """
 
     _kind = "segmenter"
 
-    def __init__(self, path: str | os.PathLike[str], *, use_gpu: bool = True, n_threads: int = 0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, use_gpu: bool = True, n_threads: int = 0, fused_lstm: bool = True
+    ) -> None:
         self.path = Path(path)
         _precheck(self.path)
         params = lib.llama_mtp_segmenter_default_params()
         params.use_gpu = use_gpu
         params.n_threads = n_threads
+        params.fused_lstm = fused_lstm
         out = ffi.new("struct llama_segmentation **")
         check(lib.llama_mtp_segmenter_load(os.fsencode(self.path), params, out))
         self._ptr = out[0]

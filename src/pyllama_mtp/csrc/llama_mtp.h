@@ -182,8 +182,9 @@ LLAMA_API struct llama_context * llama_mtp_session_draft_context(struct llama_mt
 struct llama_segmentation;
 
 struct llama_mtp_segmenter_params {
-    int32_t n_threads;  // <= 0: every hardware thread
-    bool    use_gpu;    // the first GPU device when the build has one
+    int32_t n_threads;   // <= 0: every hardware thread
+    bool    use_gpu;     // the first GPU device when the build has one
+    bool    fused_lstm;  // on the CPU, each LSTM layer's recurrence as one op (false: ggml ops per step)
 };
 
 LLAMA_API struct llama_mtp_segmenter_params llama_mtp_segmenter_default_params(void);

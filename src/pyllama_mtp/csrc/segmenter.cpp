@@ -5,7 +5,7 @@
 using namespace llama_mtp_internal;
 
 struct llama_mtp_segmenter_params llama_mtp_segmenter_default_params(void) {
-    return {0, true};
+    return {0, true, true};
 }
 
 int32_t llama_mtp_segmenter_load(const char * path, struct llama_mtp_segmenter_params params,
@@ -19,6 +19,7 @@ int32_t llama_mtp_segmenter_load(const char * path, struct llama_mtp_segmenter_p
         llama_segmentation_params p = llama_segmentation_default_params();
         p.n_threads                 = default_threads(params.n_threads);
         p.use_gpu                   = params.use_gpu;
+        p.fused_lstm                = params.fused_lstm;
         *out                        = llama_segmentation_load(path, p);
         if (*out == nullptr) {
             set_error_with_log(std::string("failed to load segmentation model from ") + path);
