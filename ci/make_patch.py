@@ -56,6 +56,7 @@ def main() -> int:
     parser.add_argument("name")
     parser.add_argument("paths", nargs="*", help="files inside the tree (default: those the patch touches now)")
     parser.add_argument("--header", type=Path, help="a new opening paragraph (default: keep the patch's own)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the file would change")
     args = parser.parse_intermixed_args()
     target = ROOT / "patches" / args.name
     header, files = _existing(target)
@@ -72,7 +73,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old" / "llama.cpp"
         old.parent.mkdir()
-        _vendor.extract_tree(_vendor.fetch_sdist(_vendor.default_cache()), old)
+        _vendor.obtain(old, _vendor.default_cache())  # the pin as the build gets it (offline source included)
         for p in earlier:
             subprocess.run(["git", "apply", str(p)], cwd=old, check=True)
         new = work
@@ -84,6 +85,10 @@ def main() -> int:
         diff = "".join(_diff(old, new, p) for p in paths)
     if not diff:
         sys.exit(f"make_patch: no difference in {paths} between the pin and {work}")
+    if args.check:
+        same = target.is_file() and target.read_text() == header + diff
+        print(f"patches/{args.name}: {'regenerates identically' if same else 'DIFFERS from its regeneration'}")
+        return 0 if same else 1
     target.write_text(header + diff)
     print(f"wrote patches/{args.name} ({diff.count(chr(10))} lines)")
     return 0
