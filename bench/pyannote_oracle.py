@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +31,7 @@ for name in ("torchaudio", "torchaudio.functional", "torchaudio.transforms", "to
     sys.modules.setdefault(name, stub)
 
 import torch  # noqa: E402
+from _common import git_commit  # noqa: E402
 from pyannote.audio.core.task import Problem, Resolution, Specifications  # noqa: E402
 from pyannote.audio.models.segmentation import PyanNet  # noqa: E402
 
@@ -99,7 +99,7 @@ def main() -> int:
                 frames += len(ref)
                 classes += np.bincount(ref.argmax(1), minlength=7)
                 assert np.abs(torch_out - ref).max() < 1e-3  # the export is faithful to the torch model
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     ops = sorted({n.op_type for n in exported.graph.node})
     result = {
         "what": "pyannote.audio PyanNet (segmentation-3.0 hparams, random weights) -> torch.onnx.export -> "

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import git_commit  # bench/ is on sys.path when a script here runs
+
 PROMPTS = ["the quick brown fox", "speculative decoding with a drafter", "9 8 7 6 5 4 3 2 1"]
 
 
@@ -157,7 +159,7 @@ def main() -> int:
         "schema": 1,
         "device": _device(),
         "backends": list(info.backends),
-        "commit": args.commit or _git_commit(),
+        "commit": args.commit or git_commit(),
         "llama_cpp_commit": info.llama_cpp_commit,
         "date": datetime.date.today().isoformat(),
         "n_predict": args.n_predict,
@@ -171,14 +173,6 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     return 0
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-    except OSError:
-        return None
-    return out.stdout.strip() or None
 
 
 if __name__ == "__main__":

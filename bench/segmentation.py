@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import git_commit
 
 from pyllama_mtp import build_info
 from pyllama_mtp import seg_fixtures as sf
@@ -90,8 +90,7 @@ def main() -> int:
     def ratio(a: str, b: str) -> float | None:
         return rate[a] / rate[b] if a in rate and b in rate else None
 
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    commit = args.commit or head
+    commit = args.commit or git_commit()
     result = {
         "schema": 1,
         "device": ", ".join(info.devices),

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import git_commit
 
 from pyllama_mtp import Context, Model, MtpSession, Segmenter, build_info
 from pyllama_mtp import seg_fixtures as sf
@@ -62,8 +62,7 @@ def main() -> int:
             if i % 50 == 0:
                 samples.append((i, used_mib()))
     grown = used_mib() - start
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    commit = args.commit or head
+    commit = args.commit or git_commit()
     result = {
         "device": ", ".join(build_info().devices),
         "commit": commit,
