@@ -79,6 +79,10 @@ class Segmenter(NativeResource):
     def _free(self, ptr: Any) -> None:
         lib.llama_mtp_segmenter_free(ptr)
 
+    def _check_rate(self, sample_rate: int | None) -> None:
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            raise ValueError(f"the model runs at {self.sample_rate} Hz, got audio at {sample_rate} Hz (resample it)")
+
     def n_frames(self, n_samples: int) -> int:
         """Frames produced for a window of ``n_samples`` samples (0: too short)."""
         return int(lib.llama_mtp_segmenter_n_frames(self.ptr, n_samples))
@@ -89,8 +93,7 @@ class Segmenter(NativeResource):
         ``waveform`` is 1-D float32 audio at the model's sample rate (``sample_rate`` is checked,
         not resampled). A model without a front-end takes ``(frames, features)`` instead.
         """
-        if sample_rate is not None and sample_rate != self.sample_rate:
-            raise ValueError(f"the model runs at {self.sample_rate} Hz, got audio at {sample_rate} Hz (resample it)")
+        self._check_rate(sample_rate)
         x = np.ascontiguousarray(waveform, dtype=np.float32)
         if x.ndim == 2 and x.shape[0] == 1:
             x = x[0]
@@ -124,8 +127,7 @@ class Segmenter(NativeResource):
 
         ``progress(done, total)`` is called after each window.
         """
-        if sample_rate is not None and sample_rate != self.sample_rate:
-            raise ValueError(f"the model runs at {self.sample_rate} Hz, got audio at {sample_rate} Hz (resample it)")
+        self._check_rate(sample_rate)
         if step_s <= 0 or window_s <= 0:
             raise ValueError("window_s and step_s must be positive")
         x = np.ascontiguousarray(waveform, dtype=np.float32).reshape(-1)
