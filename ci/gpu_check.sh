@@ -5,7 +5,8 @@
 #   .carry/llama.cpp  the pinned tree, trimmed (PYLLAMA_MTP_LLAMA_SRC)
 #   .whl/             wheels the machine lacks (cffi, pycparser, onnx and what onnx needs)
 #   GPU_CHECK_SECONDS total budget (default 580); GPU_CHECK_COMMIT the commit to record;
-#   GPU_CHECK_SUITE_ONLY=1 skips the segmentation tests and the benchmarks
+#   GPU_CHECK_SUITE_ONLY=1 skips the segmentation tests and the benchmarks;
+#   GPU_CHECK_ROUTED=1 runs bench/routed_head.py (E2B-sized vocabulary) before the suite
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$PWD/gpu-out}"
@@ -35,9 +36,13 @@ python3 bench/segmentation.py --windows 20 --commit "$commit" --out "$out/segmen
 python3 bench/vram_cycles.py --cycles "${VRAM_CYCLES:-100}" --commit "$commit" --out "$out/vram.json" > "$out/vram.log" 2>&1
 echo "benches: $((SECONDS - t0)) s (commit $commit)"
 fi
+if [ -n "${GPU_CHECK_ROUTED:-}" ]; then
+python3 bench/routed_head.py --commit "$commit" --out "$out/routed-head.json" > "$out/routed-head.log" 2>&1
+echo "routed head bench: rc $? after $((SECONDS - t0)) s"
+fi
 left=$((budget - (SECONDS - t0)))
 # the GPU-specific files first, the slow child-process corpora and the 1000-cycle test last
-order="test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py test_model.py
+order="test_routed_head.py test_placement.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py test_model.py
  test_info.py test_trace.py test_cli.py test_patches.py test_vendor.py test_gguf_fuzz.py test_resources.py"
 # shellcheck disable=SC2086
 (cd tests && timeout "$left" python3 -m pytest -v -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $order \

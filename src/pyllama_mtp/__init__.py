@@ -18,6 +18,7 @@ from .errors import (
     ModelLoadError,
     OutputFileError,
     PyllamaMtpError,
+    TensorOverrideError,
 )
 from .info import BuildInfo, build_info
 from .model import Model
@@ -42,6 +43,7 @@ __all__ = [
     "OutputFileError",
     "IncompatibleModelsError",
     "PyllamaMtpError",
+    "TensorOverrideError",
     "Sampling",
     "Segmenter",
     "Step",

@@ -33,10 +33,16 @@ const char * llama_mtp_patches(void);
 const char * llama_mtp_backends(void);
 const char * llama_mtp_devices(void);
 
-struct llama_mtp_model_params { int32_t n_gpu_layers; bool use_mmap; bool vocab_only; };
+struct llama_mtp_tensor_override { const char * pattern; const char * device; };
+struct llama_mtp_model_params {
+    int32_t n_gpu_layers; bool use_mmap; bool vocab_only;
+    const struct llama_mtp_tensor_override * tensor_overrides; int32_t n_tensor_overrides;
+};
 struct llama_mtp_model_params llama_mtp_model_default_params(void);
 int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params params, struct llama_model ** out);
 
+int32_t llama_mtp_model_tensor_placement(const struct llama_model * model, int32_t i, const char ** name,
+                                         const char ** buffer);
 struct llama_mtp_context_params {
     uint32_t n_ctx; uint32_t n_batch; uint32_t n_ubatch; int32_t n_threads;
     bool embeddings; bool offload_kqv; struct llama_context * ctx_other; int32_t ctx_type; bool swa_full;

@@ -41,3 +41,7 @@ class ConcurrentUseError(PyllamaMtpError, RuntimeError):
 
 class ClosedError(PyllamaMtpError):
     """A model, context or session was used after ``close()``."""
+
+
+class TensorOverrideError(PyllamaMtpError, ValueError):
+    """A tensor placement rule (``Model(tensor_overrides=...)``) with a bad regex or an unknown device."""

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 FIXTURE_VERSION = 2
 
@@ -38,9 +39,21 @@ class PairConfig:
     agree: bool = False
     seed: int = 0
     outtype: str = "f32"
+    # > 0: an Edge-style assistant whose LM head is routed through this many token clusters
+    # (HF use_ordered_embeddings), scoring the tokens of the top ``centroid_top_k``; the
+    # vocabulary is padded to a multiple of ``centroids``.
+    centroids: int = 0
+    centroid_top_k: int = 4
+    # > 0: pad the vocabulary with unused tokens to this size (real Gemma-4 heads: 262144)
+    vocab_size: int = 0
 
     def key(self) -> str:
-        blob = json.dumps({"v": FIXTURE_VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        if not self.centroids:  # keeps the keys (and caches) of earlier pairs as they were
+            del fields["centroids"], fields["centroid_top_k"]
+        if not self.vocab_size:
+            del fields["vocab_size"]
+        blob = json.dumps({"v": FIXTURE_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -69,7 +82,7 @@ def llama_tree() -> Path:
     raise FileNotFoundError("no llama.cpp tree with convert_hf_to_gguf.py; set PYLLAMA_MTP_LLAMA_TREE")
 
 
-def _tokenizer():  # type: ignore[no-untyped-def]
+def _tokenizer(vocab_multiple: int = 1, vocab_size: int = 0):  # type: ignore[no-untyped-def]
     from tokenizers import Tokenizer, decoders, models, normalizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -83,6 +96,9 @@ def _tokenizer():  # type: ignore[no-untyped-def]
     )
     tok.train_from_iterator(corpus, trainer)
     tok.add_tokens([f"<0x{i:02X}>" for i in range(256)])
+    n_pad = max(vocab_size - tok.get_vocab_size(), 0)
+    n_pad += -(tok.get_vocab_size() + n_pad) % vocab_multiple
+    tok.add_tokens([f"<unused{i}>" for i in range(n_pad)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
     )
@@ -93,7 +109,7 @@ def _build_hf(cfg: PairConfig, root: Path) -> None:
     from transformers import Gemma4AssistantConfig, Gemma4AssistantForCausalLM, Gemma4ForCausalLM, Gemma4TextConfig
 
     torch.manual_seed(cfg.seed)
-    tok = _tokenizer()
+    tok = _tokenizer(max(cfg.centroids, 1), cfg.vocab_size)
     vocab = len(tok)
 
     def text_cfg(hidden: int, layers: int) -> Gemma4TextConfig:
@@ -108,11 +124,23 @@ def _build_hf(cfg: PairConfig, root: Path) -> None:
         )  # fmt: skip
 
     target = Gemma4ForCausalLM(text_cfg(cfg.target_hidden, cfg.target_layers)).eval()
+    routing = {}
+    if cfg.centroids > 0:
+        routing = dict(
+            use_ordered_embeddings=True, num_centroids=cfg.centroids, centroid_intermediate_top_k=cfg.centroid_top_k
+        )
     acfg = Gemma4AssistantConfig(
-        text_config=text_cfg(cfg.drafter_hidden, cfg.drafter_layers).to_dict(), backbone_hidden_size=cfg.target_hidden
+        text_config=text_cfg(cfg.drafter_hidden, cfg.drafter_layers).to_dict(),
+        backbone_hidden_size=cfg.target_hidden,
+        **routing,
     )
     drafter = Gemma4AssistantForCausalLM(acfg).eval()
     with torch.no_grad():
+        if cfg.centroids > 0:
+            # HF initialises the ordering to zeros; a real one is a permutation of the vocabulary
+            drafter.masked_embedding.token_ordering.copy_(torch.randperm(vocab))
+            # wide cluster-score gaps, so float noise never changes which clusters are picked
+            drafter.masked_embedding.centroids.weight.normal_(0.0, 1.0)
         for layer in [*target.model.layers, *drafter.model.layers]:
             layer.post_attention_layernorm.weight.fill_(cfg.branch_gain)
             layer.post_feedforward_layernorm.weight.fill_(cfg.branch_gain)
@@ -220,11 +248,23 @@ def hf_first_draft(pair: Pair, prompt: list[int], n_draft: int) -> tuple[list[in
     """
     import torch
 
+    drafts: list[int] = []
+    margins: list[float] = []
+    for logits in hf_draft_logits(pair, prompt, n_draft):
+        top = torch.topk(torch.from_numpy(logits), 2).values
+        margins.append(float(top[0] - top[1]))
+        drafts.append(int(logits.argmax()))
+    return drafts, margins
+
+
+def hf_draft_logits(pair: Pair, prompt: list[int], n_draft: int) -> list[Any]:
+    """The HF assistant's logits row (numpy, f32) at each of the first step's draft positions."""
+    import torch
+
     if len(prompt) < 2:
         raise ValueError("the prompt needs at least two tokens")
     target, drafter = hf_target(pair), hf_drafter(pair)
-    drafts: list[int] = []
-    margins: list[float] = []
+    rows = []
     with torch.no_grad():
         out = target(
             torch.tensor([prompt[:-1]]), output_hidden_states=True, return_shared_kv_states=True, use_cache=True
@@ -244,12 +284,10 @@ def hf_first_draft(pair: Pair, prompt: list[int], n_draft: int) -> tuple[list[in
                 use_cache=False,
             )
             logits = res.logits[0, -1]
-            top = torch.topk(logits, 2).values
-            margins.append(float(top[0] - top[1]))
+            rows.append(logits.float().numpy().copy())
             last = logits.argmax().view(1, 1)
-            drafts.append(int(last))
             hidden = res.last_hidden_state
-    return drafts, margins
+    return rows
 
 
 def hf_greedy_with_margins(pair: Pair, prompt: list[int], max_new_tokens: int) -> tuple[list[int], list[float]]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ._native import check, cstr, ffi, lib
 from ._resource import NativeResource
-from .errors import InvalidTokenError, ModelLoadError
+from .errors import InvalidTokenError, ModelLoadError, TensorOverrideError
 
 GGUF_MAGIC = b"GGUF"
 
@@ -46,6 +46,12 @@ class Model(NativeResource):
 
     Use as a context manager, or call :meth:`close`; contexts made from a model
     must be closed before it.
+
+    ``tensor_overrides`` maps regular expressions (searched in the in-memory tensor name) to a
+    device: ``"CPU"`` or a ggml device name such as ``"CUDA0"``; the first match wins, as
+    ``llama-server -ot``. A drafter's tensors are named ``mtp.<name in the file>`` in memory,
+    so ``{r"^mtp\\.": "CUDA0"}`` places a drafter without touching its target's rules.
+    :meth:`tensor_placement` shows where every tensor went.
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class Model(NativeResource):
         n_gpu_layers: int = -1,
         use_mmap: bool = True,
         vocab_only: bool = False,
+        tensor_overrides: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
         _precheck(self.path)
@@ -62,8 +69,16 @@ class Model(NativeResource):
         params.n_gpu_layers = n_gpu_layers
         params.use_mmap = use_mmap
         params.vocab_only = vocab_only
+        rules = list((tensor_overrides or {}).items())
+        keep = [(ffi.new("char[]", p.encode()), ffi.new("char[]", d.encode())) for p, d in rules]
+        table = ffi.new("struct llama_mtp_tensor_override[]", len(rules) or 1)
+        for i, (pattern, device) in enumerate(keep):
+            table[i].pattern = pattern
+            table[i].device = device
+        params.tensor_overrides = table if rules else ffi.NULL
+        params.n_tensor_overrides = len(rules)
         out = ffi.new("struct llama_model **")
-        check(lib.llama_mtp_model_load(os.fsencode(self.path), params, out))
+        check(lib.llama_mtp_model_load(os.fsencode(self.path), params, out), invalid_arg=TensorOverrideError)
         self._kind = f"model {self.path}"
         self._ptr = out[0]
         self._vocab = lib.llama_model_get_vocab(self._ptr)
@@ -88,6 +103,17 @@ class Model(NativeResource):
     def arch(self) -> str:
         """``general.architecture`` (e.g. ``gemma4``, ``gemma4_assistant``)."""
         return self.metadata.get("general.architecture", "")
+
+    def tensor_placement(self) -> dict[str, str]:
+        """Every tensor's in-memory name and the buffer it was placed in (``"CPU"``, ``"CUDA0"``, ...)."""
+        name = ffi.new("const char **")
+        buffer = ffi.new("const char **")
+        placement = {}
+        i = 0
+        while lib.llama_mtp_model_tensor_placement(self.ptr, i, name, buffer) == lib.LLAMA_MTP_OK:
+            placement[ffi.string(name[0]).decode()] = ffi.string(buffer[0]).decode()
+            i += 1
+        return placement
 
     @property
     def n_vocab(self) -> int:

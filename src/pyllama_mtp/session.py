@@ -120,7 +120,9 @@ class MtpSession(NativeResource):
     layers); ``n_draft=0`` runs the target alone with the same sampler, the baseline
     that greedy draft-MTP output must equal token for token. A new prompt that repeats the
     start of the previous prompt and its output reuses that part of the KV cache
-    (``stats.n_prompt_reused``). The models must stay open while the session is.
+    (``stats.n_prompt_reused``). ``backend_sampling=False`` picks draft tokens on the host
+    from full logits rows instead of a top-k on the device (slower; the draft context keeps
+    its logits). The models must stay open while the session is.
     Not thread-safe: use one session per thread.
     """
 
@@ -142,6 +144,7 @@ class MtpSession(NativeResource):
         flash_attn: bool | None = None,
         sampling: Sampling | None = None,
         trace: str | os.PathLike[str] | None = None,
+        backend_sampling: bool = True,
     ) -> None:
         if not 0 <= n_draft <= MAX_DRAFT:
             raise ValueError(f"n_draft must be in [0, {MAX_DRAFT}], got {n_draft}")
@@ -159,6 +162,7 @@ class MtpSession(NativeResource):
         params.offload_kqv = offload_kqv
         params.type_kv = _kv_type(kv_cache_type)
         params.flash_attn = -1 if flash_attn is None else int(flash_attn)
+        params.backend_sampling = backend_sampling
         params.temperature = self.sampling.temperature
         params.top_k = self.sampling.top_k
         params.top_p = self.sampling.top_p

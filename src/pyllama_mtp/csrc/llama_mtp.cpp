@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <mutex>
+#include <regex>
 #include <string>
+#include <vector>
 
 #include "ggml-backend.h"
 #include "llama-ext.h"
@@ -88,8 +90,33 @@ const char * llama_mtp_devices(void) {
 }
 
 struct llama_mtp_model_params llama_mtp_model_default_params(void) {
-    return {-1, true, false};
+    return {-1, true, false, nullptr, 0};
 }
+
+namespace {
+
+// The buffer type a placement rule names, or NULL with the last error set.
+ggml_backend_buffer_type_t override_buft(const char * device) {
+    if (device == nullptr) {
+        set_error("a tensor override has no device");
+        return nullptr;
+    }
+    if (std::string(device) == "CPU") {
+        return ggml_backend_cpu_buffer_type();
+    }
+    ggml_backend_dev_t dev = ggml_backend_dev_by_name(device);
+    if (dev == nullptr) {
+        std::string known;
+        for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+            known += std::string(known.empty() ? "" : ", ") + ggml_backend_dev_name(ggml_backend_dev_get(i));
+        }
+        set_error(std::string("unknown device '") + device + "' in a tensor override (devices: " + known + ")");
+        return nullptr;
+    }
+    return ggml_backend_dev_buffer_type(dev);
+}
+
+}  // namespace
 
 int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params params, struct llama_model ** out) {
     if (out == nullptr) {
@@ -108,13 +135,53 @@ int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params pa
             mp.load_mode = LLAMA_LOAD_MODE_NONE;
         }
         mp.vocab_only = params.vocab_only;
-        *out          = llama_model_load_from_file(path, mp);
+        if (params.n_tensor_overrides < 0 || (params.n_tensor_overrides > 0 && params.tensor_overrides == nullptr)) {
+            set_error("tensor_overrides is NULL or n_tensor_overrides is negative");
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
+        std::vector<llama_model_tensor_buft_override> rules;
+        for (int32_t i = 0; i < params.n_tensor_overrides; ++i) {
+            const llama_mtp_tensor_override & o = params.tensor_overrides[i];
+            if (o.pattern == nullptr) {
+                set_error("a tensor override has no pattern");
+                return LLAMA_MTP_ERR_INVALID_ARG;
+            }
+            try {
+                std::regex check(o.pattern);
+            } catch (const std::regex_error & e) {
+                set_error(std::string("tensor override pattern '") + o.pattern + "' is not a valid regex: " + e.what());
+                return LLAMA_MTP_ERR_INVALID_ARG;
+            }
+            ggml_backend_buffer_type_t buft = override_buft(o.device);
+            if (buft == nullptr) {
+                return LLAMA_MTP_ERR_INVALID_ARG;
+            }
+            rules.push_back({o.pattern, buft});
+        }
+        if (!rules.empty()) {
+            rules.push_back({nullptr, nullptr});
+            mp.tensor_buft_overrides = rules.data();
+        }
+        *out = llama_model_load_from_file(path, mp);
         if (*out == nullptr) {
             set_error_with_log(std::string("failed to load model from ") + path);
             return LLAMA_MTP_ERR_LOAD;
         }
         return LLAMA_MTP_OK;
     });
+}
+
+int32_t llama_mtp_model_tensor_placement(const struct llama_model * model, int32_t i, const char ** name,
+                                         const char ** buffer) {
+    if (model == nullptr || name == nullptr || buffer == nullptr) {
+        set_error("model, name and buffer must not be NULL");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    if (!llama_model_tensor_placement(model, i, name, buffer)) {
+        set_error("tensor index " + std::to_string(i) + " is out of range");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    return LLAMA_MTP_OK;
 }
 
 struct llama_mtp_context_params llama_mtp_context_default_params(void) {

@@ -36,10 +36,21 @@ LLAMA_API const char * llama_mtp_backends(void);
 // The devices ggml sees now, one "name: description" per line.
 LLAMA_API const char * llama_mtp_devices(void);
 
+// Place the tensors whose in-memory name matches pattern (ECMAScript regex, searched) on a
+// device's buffer type: "CPU" or a ggml device name ("CUDA0", "Metal", ...). A drafter's tensors
+// are named "mtp.<name in the file>", so "^mtp\\." addresses the drafter alone.
+struct llama_mtp_tensor_override {
+    const char * pattern;
+    const char * device;
+};
+
 struct llama_mtp_model_params {
     int32_t n_gpu_layers;  // layers to offload; -1 = all (default -1)
     bool    use_mmap;      // map the file (auto load mode) instead of reading it (default true)
     bool    vocab_only;    // load only the vocabulary (default false)
+    // placement rules, first match wins (default NULL, 0); copied, need not outlive the call
+    const struct llama_mtp_tensor_override * tensor_overrides;
+    int32_t                                  n_tensor_overrides;
 };
 
 LLAMA_API struct llama_mtp_model_params llama_mtp_model_default_params(void);
@@ -47,6 +58,12 @@ LLAMA_API struct llama_mtp_model_params llama_mtp_model_default_params(void);
 // Load a GGUF model. On failure returns non-zero, *out = NULL, and the last error names the reason.
 LLAMA_API int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params params,
                                        struct llama_model ** out);
+
+// The model's i-th tensor, as named in memory, and the buffer it lives in ("CPU", "CUDA0", ...;
+// "" when not allocated). Both strings live as long as the model. LLAMA_MTP_ERR_INVALID_ARG
+// when i is out of range.
+LLAMA_API int32_t llama_mtp_model_tensor_placement(const struct llama_model * model, int32_t i, const char ** name,
+                                                   const char ** buffer);
 
 struct llama_mtp_context_params {
     uint32_t               n_ctx;        // context size in tokens; 0 = from the model (default 512)
