@@ -21,9 +21,10 @@ export CMAKE_CUDA_ARCHITECTURES="${CMAKE_CUDA_ARCHITECTURES:-90}" CMAKE_BUILD_PA
 python3 -m pip install --no-build-isolation --no-deps --target /tmp/pkg -C build-dir=/tmp/skb . > "$out/build.log" 2>&1 \
     || { tail -50 "$out/build.log"; exit 1; }
 echo "build: $((SECONDS - t0)) s"
-# the tree's gguf-py stands in for the gguf package
-export PYTHONPATH=/tmp/pkg:/tmp/site:$PWD/.carry/llama.cpp/gguf-py PYLLAMA_MTP_FIXTURE_CACHE=/tmp/fixtures
-export PYLLAMA_MTP_LLAMA_TREE=$PWD/.carry/llama.cpp
+# the build's patched tree (its converter and gguf-py, which stands in for the gguf package):
+# the carried one is pristine, and its converter drops what patches add (routed-head tensors)
+export PYTHONPATH=/tmp/pkg:/tmp/site:$PWD/vendor/llama.cpp/gguf-py PYLLAMA_MTP_FIXTURE_CACHE=/tmp/fixtures
+export PYLLAMA_MTP_LLAMA_TREE=$PWD/vendor/llama.cpp
 # the machine's copy of .git may be stale: the caller can name the commit
 commit="${GPU_CHECK_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 python3 -m pyllama_mtp info > "$out/info.txt" 2>&1
@@ -42,7 +43,7 @@ echo "routed head bench: rc $? after $((SECONDS - t0)) s"
 fi
 left=$((budget - (SECONDS - t0)))
 # the GPU-specific files first, the slow child-process corpora and the 1000-cycle test last
-order="test_routed_head.py test_placement.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py test_model.py
+order="test_routed_head.py test_placement.py test_context_shift.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py test_model.py
  test_info.py test_trace.py test_cli.py test_patches.py test_vendor.py test_gguf_fuzz.py test_resources.py"
 # shellcheck disable=SC2086
 (cd tests && timeout "$left" python3 -m pytest -v -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $order \

@@ -70,7 +70,8 @@ def test_a_placed_drafter_drafts_as_before(pair: Pair) -> None:
         MtpSession(target, placed, n_ctx=256, n_threads=2, **EXACT) as a,
         MtpSession(target, plain, n_ctx=256, n_threads=2, **EXACT) as b,
     ):
-        assert set(placed.tensor_placement().values()) == {"CPU"}
+        buffers = set(placed.tensor_placement().values())
+        assert len(buffers) == 1 and "CPU_Mapped" not in buffers, buffers  # "CPU" ("CUDA_Host" on CUDA)
         assert a.complete("the quick brown fox", 16) == b.complete("the quick brown fox", 16)
         assert a.stats.n_drafted == b.stats.n_drafted > 0
 

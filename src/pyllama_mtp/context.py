@@ -119,6 +119,27 @@ class Context(NativeResource):
         self._n_outputs = 0
 
     @property
+    def can_shift(self) -> bool:
+        """Whether cached positions can be moved (:meth:`shift`): RoPE keys are re-rotated in place."""
+        return bool(lib.llama_memory_can_shift(lib.llama_get_memory(self.ptr)))
+
+    def shift(self, delta: int, start: int = 0) -> None:
+        """Move every cached position >= ``start`` by ``delta``; decoding goes on after the last one.
+
+        The building block of a context shift: after ``truncate``-style removal of a span, moving
+        what follows it down keeps positions contiguous. Keys are re-rotated before the next
+        decode, so attention sees the same relative distances as before the move.
+        """
+        if not self.can_shift:
+            raise ContextError("this model's KV cache cannot shift positions")
+        if start < 0 or start + delta < 0:
+            raise ValueError(f"positions must stay >= 0 (start={start}, delta={delta})")
+        mem = lib.llama_get_memory(self.ptr)
+        lib.llama_memory_seq_add(mem, 0, start, -1, delta)
+        self.n_past = int(lib.llama_memory_seq_pos_max(mem, 0)) + 1
+        self._n_outputs = 0
+
+    @property
     def state_size(self) -> int:
         """Bytes needed to save this context's state."""
         return int(lib.llama_state_get_size(self.ptr))
