@@ -152,26 +152,21 @@ def _tensor_at(path: Path, name: str) -> tuple[int, int]:
     return layout.tensor_fields[index]["type"], int(reader.tensors[index].data_offset)
 
 
-def test_an_ordering_that_is_not_a_permutation_is_refused(routed_pair: Pair, tmp_path: Path) -> None:
-    bad = tmp_path / "dup.gguf"
+@pytest.mark.parametrize("defect", ["duplicate-id", "float-type"])
+def test_a_bad_ordering_is_refused(routed_pair: Pair, tmp_path: Path, defect: str) -> None:
+    bad = tmp_path / f"{defect}.gguf"
     shutil.copy(routed_pair.drafter_gguf, bad)
-    _, data = _tensor_at(bad, "masked_embd_ordering")
+    type_at, data_at = _tensor_at(bad, "masked_embd_ordering")
     with open(bad, "r+b") as f:
-        f.seek(data)
-        first = f.read(4)
-        f.write(first)  # entry 1 = entry 0: one token twice, another never
-    with pytest.raises(ModelLoadError, match="not a permutation"):
-        Model(bad)
-
-
-def test_a_float_ordering_is_refused(routed_pair: Pair, tmp_path: Path) -> None:
-    bad = tmp_path / "f32.gguf"
-    shutil.copy(routed_pair.drafter_gguf, bad)
-    type_at, _ = _tensor_at(bad, "masked_embd_ordering")
-    with open(bad, "r+b") as f:
-        f.seek(type_at)
-        assert struct.unpack("<I", f.read(4))[0] == GGML_TYPE_I32
-        f.seek(type_at)
-        f.write(struct.pack("<I", GGML_TYPE_F32))
-    with pytest.raises(ModelLoadError, match="int32"):
+        if defect == "duplicate-id":  # entry 1 = entry 0: one token twice, another never
+            f.seek(data_at)
+            f.write(f.read(4))
+            message = "not a permutation"
+        else:
+            f.seek(type_at)
+            assert struct.unpack("<I", f.read(4))[0] == GGML_TYPE_I32
+            f.seek(type_at)
+            f.write(struct.pack("<I", GGML_TYPE_F32))
+            message = "int32"
+    with pytest.raises(ModelLoadError, match=message):
         Model(bad)
