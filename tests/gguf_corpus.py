@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import random
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 # GGUF value types and their fixed sizes (strings and arrays are variable).
 _FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
@@ -228,3 +231,15 @@ def arch_mismatches(data: bytes, alignment: int = 32) -> Iterator[tuple[str, byt
     tail = data[info_end:] + b"\0" * ((-data_size) % alignment) + struct.pack("<8f", *range(8))
     extra = put(data[:info_end] + entry + tail, lay.n_tensors_at, "<Q", len(names) + 1)
     yield "tensor-extra", extra, name.decode()
+
+
+def gguf_reader(path: Path) -> Any:
+    """gguf-py's reader from the tree the build used (it knows what the patches add)."""
+    from pyllama_mtp.fixtures import llama_tree  # here: the fuzzer's seed script imports this module bare
+
+    gguf_py = str(llama_tree() / "gguf-py")
+    if gguf_py not in sys.path:
+        sys.path.insert(0, gguf_py)
+    import gguf
+
+    return gguf.GGUFReader(path)

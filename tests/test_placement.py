@@ -7,22 +7,21 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from gguf_corpus import gguf_reader
 
 from pyllama_mtp import Model, MtpSession, TensorOverrideError, build_info
-from pyllama_mtp.fixtures import Pair, llama_tree
+from pyllama_mtp.fixtures import Pair
 
 from parity import EXACT
 
 DRAFTER_RULE = {r"^mtp\.": "CPU"}
 
 
-def _file_names(path: object) -> set[str]:
-    sys.path.insert(0, str(llama_tree() / "gguf-py"))
-    import gguf
-
-    return {t.name for t in gguf.GGUFReader(path).tensors}
+def _file_names(path: Path) -> set[str]:
+    return {t.name for t in gguf_reader(path).tensors}
 
 
 def test_drafter_tensors_carry_the_prefix_and_the_file_is_untouched(pair: Pair) -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gguf_corpus import parse
+from gguf_corpus import gguf_reader, parse
 from test_session import PROMPTS
 
 from pyllama_mtp import Model, ModelLoadError, MtpSession
 from pyllama_mtp._native import ffi, lib
-from pyllama_mtp.fixtures import Pair, PairConfig, build_pair, hf_draft_logits, hf_drafter, hf_first_draft, llama_tree
+from pyllama_mtp.fixtures import Pair, PairConfig, build_pair, hf_draft_logits, hf_drafter, hf_first_draft
 
 from parity import EXACT, NEAR_TIE_HF, NMSE_PROMPT, compare
 
@@ -39,17 +39,8 @@ def _prompts(target: Model) -> list[list[int]]:
     return [p for p in ids if len(p) >= 2]
 
 
-def _reader(path: Path):  # type: ignore[no-untyped-def]
-    import sys
-
-    sys.path.insert(0, str(llama_tree() / "gguf-py"))
-    import gguf
-
-    return gguf.GGUFReader(path)
-
-
 def test_converter_keeps_the_routing_tensors(routed_pair: Pair) -> None:
-    reader = _reader(routed_pair.drafter_gguf)
+    reader = gguf_reader(routed_pair.drafter_gguf)
     tensors = {t.name: t for t in reader.tensors}
     hf = hf_drafter(routed_pair).masked_embedding
     ordering = tensors["masked_embd_ordering"]
@@ -146,7 +137,7 @@ def test_routed_session_output_is_the_targets(models: tuple[Model, Model]) -> No
 
 def _tensor_at(path: Path, name: str) -> tuple[int, int]:
     """(offset of the tensor's type field, offset of its data) in the file."""
-    reader = _reader(path)
+    reader = gguf_reader(path)
     index = [t.name for t in reader.tensors].index(name)
     layout = parse(path.read_bytes())
     return layout.tensor_fields[index]["type"], int(reader.tensors[index].data_offset)

@@ -111,7 +111,7 @@ class Model(NativeResource):
         placement = {}
         i = 0
         while lib.llama_mtp_model_tensor_placement(self.ptr, i, name, buffer) == lib.LLAMA_MTP_OK:
-            placement[ffi.string(name[0]).decode()] = ffi.string(buffer[0]).decode()
+            placement[cstr(name[0])] = cstr(buffer[0])
             i += 1
         return placement
 
