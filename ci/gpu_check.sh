@@ -7,6 +7,10 @@
 #   GPU_CHECK_SECONDS total budget (default 580); GPU_CHECK_COMMIT the commit to record;
 #   GPU_CHECK_SUITE_ONLY=1 skips the segmentation tests and the benchmarks;
 #   GPU_CHECK_ROUTED=1 runs bench/routed_head.py (E2B-sized vocabulary) before the suite
+#   GPU_CHECK_BENCH=1 also builds upstream's llama-speculative-simple and, while the library
+#     compiles, the E2B-shaped bench pairs (on the GPU), then runs `pyllama-mtp bench` into $OUT.
+#   A command may run 10 minutes: GPU_CHECK_BUILD_ONLY=1 stops after the build (and the pairs);
+#   a second call with GPU_CHECK_SKIP_BUILD=1 on the same warm machine goes on from there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-$PWD/gpu-out}"
@@ -18,13 +22,46 @@ python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/cffi-*.wh
 python3 -c "import google.protobuf" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/protobuf-*.whl
 export PYTHONPATH=/tmp/site PYLLAMA_MTP_LLAMA_SRC=$PWD/.carry/llama.cpp PYLLAMA_MTP_BACKEND=cuda
 export CMAKE_CUDA_ARCHITECTURES="${CMAKE_CUDA_ARCHITECTURES:-90}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
-python3 -m pip install --no-build-isolation --no-deps --target /tmp/pkg -C build-dir=/tmp/skb . > "$out/build.log" 2>&1 \
-    || { tail -50 "$out/build.log"; exit 1; }
-echo "build: $((SECONDS - t0)) s"
 # the build's patched tree (its converter and gguf-py, which stands in for the gguf package):
 # the carried one is pristine, and its converter drops what patches add (routed-head tensors)
-export PYTHONPATH=/tmp/pkg:/tmp/site:$PWD/vendor/llama.cpp/gguf-py PYLLAMA_MTP_FIXTURE_CACHE=/tmp/fixtures
-export PYLLAMA_MTP_LLAMA_TREE=$PWD/vendor/llama.cpp
+export PYLLAMA_MTP_FIXTURE_CACHE=/tmp/fixtures PYLLAMA_MTP_LLAMA_TREE=$PWD/vendor/llama.cpp
+if [ -z "${GPU_CHECK_SKIP_BUILD:-}" ]; then
+    python3 src/pyllama_mtp/_vendor.py prepare --dest vendor/llama.cpp --patches patches > "$out/prepare.log" 2>&1 \
+        || { tail -20 "$out/prepare.log"; exit 1; }
+    pairs_pid=""
+    if [ -n "${GPU_CHECK_BENCH:-}" ]; then
+        # the pairs need only torch, transformers and the converter: build them beside the compiler
+        # (stand-in package objects, since the real __init__ loads the library being built)
+        PYTHONPATH=/tmp/site:$PWD/vendor/llama.cpp/gguf-py python3 - > "$out/bench-pairs.log" 2>&1 <<'EOF' &
+import sys, time, types
+for name, path in (("pyllama_mtp", "src/pyllama_mtp"), ("pyllama_mtp.benchmark", "src/pyllama_mtp/benchmark")):
+    module = types.ModuleType(name)
+    module.__path__ = [path]
+    sys.modules[name] = module
+from pyllama_mtp.benchmark import shapes
+for regime in ("agree", "random"):
+    t0 = time.time()
+    print(regime, shapes.build("e2b", regime, "cuda"), f"{time.time() - t0:.0f} s", flush=True)
+EOF
+        pairs_pid=$!
+    fi
+    examples=()
+    [ -n "${GPU_CHECK_BENCH:-}" ] && examples=(-C cmake.define.LLAMA_BUILD_EXAMPLES=ON)
+    python3 -m pip install --no-build-isolation --no-deps --target /tmp/pkg -C build-dir=/tmp/skb "${examples[@]}" . \
+        > "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
+    if [ -n "${GPU_CHECK_BENCH:-}" ]; then
+        cmake --build /tmp/skb --target llama-speculative-simple >> "$out/build.log" 2>&1 \
+            || { tail -50 "$out/build.log"; exit 1; }
+    fi
+    echo "build: $((SECONDS - t0)) s"
+    if [ -n "$pairs_pid" ]; then
+        wait "$pairs_pid"
+        echo "bench pairs: rc $? after $((SECONDS - t0)) s"
+        grep -v "Writing\|Loading" "$out/bench-pairs.log" | tail -5
+    fi
+    [ -n "${GPU_CHECK_BUILD_ONLY:-}" ] && exit 0
+fi
+export PYTHONPATH=/tmp/pkg:/tmp/site:$PWD/vendor/llama.cpp/gguf-py
 # the machine's copy of .git may be stale: the caller can name the commit
 commit="${GPU_CHECK_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 python3 -m pyllama_mtp info > "$out/info.txt" 2>&1
@@ -37,13 +74,19 @@ python3 bench/segmentation.py --windows 20 --commit "$commit" --out "$out/segmen
 python3 bench/vram_cycles.py --cycles "${VRAM_CYCLES:-100}" --commit "$commit" --out "$out/vram.json" > "$out/vram.log" 2>&1
 echo "benches: $((SECONDS - t0)) s (commit $commit)"
 fi
+if [ -n "${GPU_CHECK_BENCH:-}" ]; then
+    upstream_bin=$(find /tmp/skb -name llama-speculative-simple -type f -perm -u+x | head -1)
+    python3 -m pyllama_mtp bench --upstream "$upstream_bin" --commit "$commit" -o "$out" > "$out/bench.log" 2>&1
+    echo "pyllama-mtp bench: rc $? after $((SECONDS - t0)) s"
+    grep -v "^llama\|^load\|^print_info\|Loading\|Writing" "$out/bench.log" | tail -40
+fi
 if [ -n "${GPU_CHECK_ROUTED:-}" ]; then
 python3 bench/routed_head.py --commit "$commit" --out "$out/routed-head.json" > "$out/routed-head.log" 2>&1
 echo "routed head bench: rc $? after $((SECONDS - t0)) s"
 fi
 left=$((budget - (SECONDS - t0)))
 # the GPU-specific files first, the slow child-process corpora and the 1000-cycle test last
-order="test_routed_head.py test_placement.py test_context_shift.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py test_model.py
+order="test_bench_harness.py test_routed_head.py test_placement.py test_context_shift.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py test_model.py
  test_info.py test_trace.py test_cli.py test_patches.py test_vendor.py test_gguf_fuzz.py test_resources.py"
 # shellcheck disable=SC2086
 (cd tests && timeout "$left" python3 -m pytest -v -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $order \

@@ -1,9 +1,10 @@
 """``pyllama-mtp`` command line: ``info``, ``generate`` (streaming, draft-MTP), ``demo``,
-``trace-report`` and ``segment`` (speaker segmentation of a WAV file)."""
+``trace-report``, ``segment`` (speaker segmentation of a WAV file) and ``bench``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -175,6 +176,43 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from . import benchmark
+    from .benchmark.shapes import REGIMES
+
+    if args.table:
+        print(benchmark.markdown_table(json.loads(Path(args.table).read_text())))
+        return 0
+    upstream = args.upstream or os.environ.get("PYLLAMA_MTP_UPSTREAM_BIN")
+    if upstream and not Path(upstream).is_file():
+        print(f"pyllama-mtp: error: no upstream binary at {upstream}", file=sys.stderr)
+        return 1
+    opts = benchmark.Options(
+        mode="cpu" if args.cpu else "gpu",
+        shapes=args.shape or (),
+        regimes=args.regime or REGIMES,
+        ks=tuple(args.k or (1, 3)),
+        upstream=Path(upstream) if upstream else None,
+        hf=not args.no_hf,
+        n_predict=args.n_predict,
+        repeats=args.repeats,
+        mixed_acceptance=args.mixed_acceptance,
+        commit=args.commit,
+    )
+    try:
+        result = benchmark.run(opts)
+    except RuntimeError as exc:
+        print(f"pyllama-mtp: error: {exc}", file=sys.stderr)
+        return 1
+    for path in benchmark.write(result, Path(args.out_dir), plot=not args.no_plot):
+        print(path)
+    print(json.dumps(result["summary"], indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyllama-mtp", description="Gemma-4 MTP speculative decoding on llama.cpp")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +258,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-draft", type=int, default=3)
     demo.add_argument("-ngl", "--n-gpu-layers", type=int, default=-1)
     demo.set_defaults(func=_cmd_demo)
+    bench = sub.add_parser(
+        "bench",
+        help="time our draft-mtp against the target alone, upstream's loop and HF assisted generation",
+        description="Builds random-weight Gemma-4 pairs (cached), times every contender on each shape and "
+        "acceptance regime in one run, and writes DATE-DEVICE-mtp-bench.json (+ .png) to --out-dir.",
+    )
+    bench.add_argument("--cpu", action="store_true", help="the harness check: tiny shapes on the CPU, in a minute")
+    bench.add_argument("--shape", action="append", help="e2b (GPU default), tiny (CPU default); repeatable")
+    bench.add_argument("--regime", action="append", choices=["agree", "random", "mixed"], help="default: all three")
+    bench.add_argument("-k", action="append", type=int, help="draft lengths to run (default 1 and 3); repeatable")
+    bench.add_argument(
+        "--upstream", help="upstream's llama-speculative-simple from the same tree ($PYLLAMA_MTP_UPSTREAM_BIN)"
+    )
+    bench.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate")
+    bench.add_argument("-n", "--n-predict", type=int, default=0, help="tokens per generation (128 GPU, 32 CPU)")
+    bench.add_argument("--repeats", type=int, default=1, help="passes over the prompts per contender")
+    bench.add_argument("--mixed-acceptance", type=float, default=0.6, help="the mixed regime's target acceptance")
+    bench.add_argument("-o", "--out-dir", default="bench/results")
+    bench.add_argument("--no-plot", action="store_true")
+    bench.add_argument("--commit", help="our commit, where git cannot tell (a copied tree)")
+    bench.add_argument("--table", metavar="JSON", help="print a result file as a Markdown table and exit")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

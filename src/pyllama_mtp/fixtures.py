@@ -46,15 +46,37 @@ class PairConfig:
     centroid_top_k: int = 4
     # > 0: pad the vocabulary with unused tokens to this size (real Gemma-4 heads: 262144)
     vocab_size: int = 0
+    # Attention and MLP shape (the defaults keep tiny pairs tiny; bench shapes set real ones).
+    intermediate: int = 0  # the target's MLP width; 0: twice its width (the drafter's is always twice)
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    head_dim: int = 32
+    global_head_dim: int = 64
+    full_every: int = 0  # every n-th layer is full attention (Gemma 4: 5); 0: only the last
+    save_dtype: str = "float32"  # dtype of the saved HF checkpoint
 
     def key(self) -> str:
         fields = asdict(self)
         if not self.centroids:  # keeps the keys (and caches) of earlier pairs as they were
             del fields["centroids"], fields["centroid_top_k"]
-        if not self.vocab_size:
-            del fields["vocab_size"]
+        for name, default in _LATER_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
         blob = json.dumps({"v": FIXTURE_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Fields added after pairs were first cached: left out of the key at their default value.
+_LATER_FIELDS = {
+    "vocab_size": 0,
+    "intermediate": 0,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "head_dim": 32,
+    "global_head_dim": 64,
+    "full_every": 0,
+    "save_dtype": "float32",
+}
 
 
 @dataclass(frozen=True)
@@ -104,7 +126,15 @@ def _tokenizer(vocab_multiple: int = 1, vocab_size: int = 0):  # type: ignore[no
     )
 
 
-def _build_hf(cfg: PairConfig, root: Path) -> None:
+def _layer_types(layers: int, full_every: int) -> list[str]:
+    if full_every <= 0:
+        return ["sliding_attention"] * (layers - 1) + ["full_attention"]
+    types = ["full_attention" if (i + 1) % full_every == 0 else "sliding_attention" for i in range(layers)]
+    types[-1] = "full_attention"  # the drafter shares the last full and last sliding layer's KV
+    return types
+
+
+def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
     import torch
     from transformers import Gemma4AssistantConfig, Gemma4AssistantForCausalLM, Gemma4ForCausalLM, Gemma4TextConfig
 
@@ -112,30 +142,34 @@ def _build_hf(cfg: PairConfig, root: Path) -> None:
     tok = _tokenizer(max(cfg.centroids, 1), cfg.vocab_size)
     vocab = len(tok)
 
-    def text_cfg(hidden: int, layers: int) -> Gemma4TextConfig:
+    def text_cfg(hidden: int, layers: int, full_every: int, intermediate: int) -> Gemma4TextConfig:
         return Gemma4TextConfig(
-            vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=32, global_head_dim=64,
-            sliding_window=cfg.sliding_window,
-            layer_types=["sliding_attention"] * (layers - 1) + ["full_attention"],
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+            num_hidden_layers=layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+            head_dim=cfg.head_dim, global_head_dim=cfg.global_head_dim, sliding_window=cfg.sliding_window,
+            layer_types=_layer_types(layers, full_every),
             hidden_size_per_layer_input=0, vocab_size_per_layer_input=0,
             pad_token_id=0, eos_token_id=1, bos_token_id=2, final_logit_softcapping=30.0,
             initializer_range=cfg.init_std,
         )  # fmt: skip
 
-    target = Gemma4ForCausalLM(text_cfg(cfg.target_hidden, cfg.target_layers)).eval()
+    target_ffn = cfg.intermediate or 2 * cfg.target_hidden
+    target_cfg = text_cfg(cfg.target_hidden, cfg.target_layers, cfg.full_every, target_ffn)
+    with torch.device(device or "cpu"):
+        target = Gemma4ForCausalLM(target_cfg).eval()
     routing = {}
     if cfg.centroids > 0:
         routing = dict(
             use_ordered_embeddings=True, num_centroids=cfg.centroids, centroid_intermediate_top_k=cfg.centroid_top_k
         )
     acfg = Gemma4AssistantConfig(
-        text_config=text_cfg(cfg.drafter_hidden, cfg.drafter_layers).to_dict(),
+        text_config=text_cfg(cfg.drafter_hidden, cfg.drafter_layers, 0, 2 * cfg.drafter_hidden).to_dict(),
         backbone_hidden_size=cfg.target_hidden,
         **routing,
     )
-    drafter = Gemma4AssistantForCausalLM(acfg).eval()
-    with torch.no_grad():
+    with torch.device(device or "cpu"):
+        drafter = Gemma4AssistantForCausalLM(acfg).eval()
+    with torch.device(device or "cpu"), torch.no_grad():
         if cfg.centroids > 0:
             # HF initialises the ordering to zeros; a real one is a permutation of the vocabulary
             drafter.masked_embedding.token_ordering.copy_(torch.randperm(vocab))
@@ -146,9 +180,10 @@ def _build_hf(cfg: PairConfig, root: Path) -> None:
             layer.post_feedforward_layernorm.weight.fill_(cfg.branch_gain)
         if cfg.agree:
             _force_agreement(target, drafter, cfg)
-    target.save_pretrained(root / "target-hf")
+    dtype = getattr(torch, cfg.save_dtype)
+    target.to(dtype).save_pretrained(root / "target-hf")
     tok.save_pretrained(root / "target-hf")
-    drafter.save_pretrained(root / "drafter-hf")
+    drafter.to(dtype).save_pretrained(root / "drafter-hf")
     tok.save_pretrained(root / "drafter-hf")
 
 
@@ -194,14 +229,18 @@ def _convert(hf_dir: Path, out: Path, outtype: str) -> None:
         raise RuntimeError(f"convert_hf_to_gguf.py failed for {hf_dir}:\n{res.stderr[-4000:]}")
 
 
-def build_pair(cfg: PairConfig = PairConfig()) -> Pair:
-    """Build (or reuse from the cache) the HF pair and its GGUF conversion."""
+def build_pair(cfg: PairConfig = PairConfig(), device: str | None = None) -> Pair:
+    """Build (or reuse from the cache) the HF pair and its GGUF conversion.
+
+    ``device`` ("cuda") initialises the HF models there (fast for real-size shapes); random
+    weights then differ from a CPU build of the same config, and the cache keeps whichever came first.
+    """
     root = cache_root() / cfg.key()
     pair = Pair(root, root / "target-hf", root / "drafter-hf", root / "target.gguf", root / "drafter.gguf")
     if (root / "done").is_file():
         return pair
     root.mkdir(parents=True, exist_ok=True)
-    _build_hf(cfg, root)
+    _build_hf(cfg, root, device)
     _convert(pair.target_hf, pair.target_gguf, cfg.outtype)
     _convert(pair.drafter_hf, pair.drafter_gguf, cfg.outtype)
     (root / "config.json").write_text(json.dumps(asdict(cfg), indent=1))

@@ -10,7 +10,7 @@ import codecs
 import contextlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,7 +223,7 @@ class MtpSession(NativeResource):
         self._generation += 1
         return self._generation
 
-    def steps(self, prompt: str | Sequence[int], max_tokens: int) -> Iterator[Step]:
+    def steps(self, prompt: str | Sequence[int], max_tokens: int) -> Generator[Step, None, None]:
         """Decode ``prompt`` and yield each draft/verify step until ``max_tokens`` or end of generation.
 
         Starting another generation on this session ends this iterator.

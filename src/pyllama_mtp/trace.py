@@ -17,6 +17,8 @@ class TraceSummary:
     accepted_by_position: tuple[int, ...]
     mean_draft_ms: float
     mean_verify_ms: float
+    # the drafter's time per draft token: each step's draft time over its drafted tokens, averaged
+    mean_draft_ms_per_token: float = 0.0
 
     @property
     def n_drafted(self) -> int:
@@ -52,6 +54,8 @@ def read_trace(path: str | os.PathLike[str]) -> TraceSummary:
     drafted: dict[int, int] = {}
     accepted: dict[int, int] = {}
     step_times: dict[int, tuple[int, int]] = {}
+    per_token: list[float] = []  # a step's lines run pos 0, 1, ...: pos 0 opens the next step
+    n_in_step, step_draft_us = 0, 0
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -62,8 +66,15 @@ def read_trace(path: str | os.PathLike[str]) -> TraceSummary:
                 drafted[pos] = drafted.get(pos, 0) + 1
                 accepted[pos] = accepted.get(pos, 0) + bool(ev["accepted"])
                 step_times[step] = (int(ev["draft_us"]), int(ev["verify_us"]))
+                if pos == 0 and n_in_step:
+                    per_token.append(step_draft_us / n_in_step / 1e3)
+                    n_in_step = 0
+                n_in_step += 1
+                step_draft_us = int(ev["draft_us"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{lineno}: not an acceptance-trace event: {exc}") from exc
+    if n_in_step:
+        per_token.append(step_draft_us / n_in_step / 1e3)
     n = max(drafted, default=-1) + 1
     times = list(step_times.values())
     return TraceSummary(
@@ -72,6 +83,7 @@ def read_trace(path: str | os.PathLike[str]) -> TraceSummary:
         accepted_by_position=tuple(accepted.get(i, 0) for i in range(n)),
         mean_draft_ms=sum(t[0] for t in times) / len(times) / 1e3 if times else 0.0,
         mean_verify_ms=sum(t[1] for t in times) / len(times) / 1e3 if times else 0.0,
+        mean_draft_ms_per_token=sum(per_token) / len(per_token) if per_token else 0.0,
     )
 
 

@@ -1,0 +1,203 @@
+"""The benchmark's contenders, each timed on the same GGUF pair and prompts.
+
+- ours: :class:`~pyllama_mtp.MtpSession` alone (k = 0) and with the drafter (k > 0), in process;
+- upstream: the pinned tree's ``llama-speculative-simple --spec-type draft-mtp``, as a child process;
+- hf: Hugging Face ``generate``, alone and with ``assistant_model`` (bf16 on a GPU, f32 on the CPU),
+  on the checkpoints the GGUFs were converted from.
+
+Every function returns result rows (see :mod:`.report` for the keys).
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..fixtures import Pair
+from ..model import Model
+from ..session import MtpSession, Sampling
+from ..trace import read_trace
+
+PROMPTS = (
+    "the quick brown fox jumps over the lazy dog",
+    "speculative decoding with a drafter head and a target model",
+    "9 8 7 6 5 4 3 2 1",
+)
+N_CTX = 2048
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every contender of one (shape, regime) cell shares."""
+
+    shape: str
+    regime: str
+    pair: Pair
+    temperature: float  # 0: greedy
+    n_predict: int
+    repeats: int
+    seed: int = 1
+
+    def row(self, name: str, contender: str, k: int, **values: Any) -> dict[str, Any]:
+        return {"name": name, "contender": contender, "shape": self.shape, "regime": self.regime, "k": k, **values}
+
+
+def _ttft_ours(session: MtpSession, prompt: str, n_predict: int) -> float:
+    session.reset()
+    t0 = time.perf_counter()
+    steps = session.steps(prompt, n_predict)
+    next(steps)
+    ttft = time.perf_counter() - t0
+    steps.close()
+    return 1e3 * ttft
+
+
+def ours(run: Run, target: Model, drafter: Model, k: int) -> dict[str, Any]:
+    """Our session: target alone at k = 0, draft-MTP with ``k`` draft tokens otherwise."""
+    sampling = Sampling(temperature=run.temperature, seed=run.seed if run.temperature > 0 else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.ndjson" if k else None
+        with MtpSession(
+            target, drafter if k else None, n_draft=k, n_ctx=N_CTX, sampling=sampling, trace=trace
+        ) as session:
+            session.complete(PROMPTS[0], 8)  # warm-up: graph allocation, first touch of the weights
+            ttft = statistics.median(_ttft_ours(session, p, run.n_predict) for p in PROMPTS)
+            session.reset()
+            rates = []
+            for _ in range(run.repeats):
+                for prompt in PROMPTS:
+                    before = session.stats
+                    session.complete(prompt, run.n_predict)
+                    after = session.stats
+                    seconds = after.generate_seconds - before.generate_seconds
+                    rates.append((after.n_generated - before.n_generated) / seconds if seconds > 0 else 0.0)
+            stats = session.stats
+        draft_ms = read_trace(trace).mean_draft_ms_per_token if trace is not None else None
+    name = "ours-baseline" if k == 0 else f"ours-draft-mtp-k{k}"
+    return run.row(
+        name,
+        "ours",
+        k,
+        tokens_per_s=statistics.median(rates),
+        ttft_ms=ttft,
+        acceptance=stats.acceptance_rate if k else None,
+        draft_step_ms=draft_ms,
+        tokens=stats.n_generated,
+    )
+
+
+_ENCODED = re.compile(r"encoded\s+(\d+) tokens in\s+([\d.]+) seconds")
+_DECODED = re.compile(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds")
+_DRAFTED = re.compile(r"n_drafted\s*=\s*(\d+)")
+_ACCEPT = re.compile(r"n_accept\s*=\s*(\d+)")
+
+
+def _field(pattern: re.Pattern[str], log: str, what: str) -> re.Match[str]:
+    m = pattern.search(log)
+    if m is None:
+        raise RuntimeError(f"upstream's log has no {what} line:\n{log[-2000:]}")
+    return m
+
+
+def upstream(run: Run, binary: str | Path, k: int, n_gpu_layers: int) -> dict[str, Any]:
+    """Upstream's own draft-MTP loop on the same files, sampling exactly as our session does.
+
+    Its log gives the prompt pass and the decode time; its time to first token is the prompt
+    pass plus one mean step (a step emits its accepted drafts + 1 tokens).
+    """
+    rates, ttfts, drafted, accepted, tokens = [], [], 0, 0, 0
+    for _ in range(run.repeats):
+        for prompt in PROMPTS:
+            cmd = [
+                str(binary), "-m", str(run.pair.target_gguf), "-md", str(run.pair.drafter_gguf),
+                "--spec-type", "draft-mtp", "--spec-draft-n-max", str(k), "-n", str(run.n_predict), "-p", prompt,
+                "-c", str(N_CTX), "-ngl", str(n_gpu_layers), "-ngld", str(n_gpu_layers),
+                "--temp", str(run.temperature), "--top-k", "0", "--top-p", "1.0", "--min-p", "0",
+                "-s", str(run.seed),
+            ]  # fmt: skip
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            log = res.stdout + res.stderr
+            if res.returncode != 0:
+                raise RuntimeError(f"upstream run failed ({res.returncode}): {' '.join(cmd)}\n{log[-3000:]}")
+            decoded = _field(_DECODED, log, "decoded")
+            n, seconds = int(decoded.group(1)), float(decoded.group(2))
+            enc_seconds = float(_field(_ENCODED, log, "encoded").group(2))
+            n_drafted = int(_field(_DRAFTED, log, "n_drafted").group(1))
+            n_accept = int(_field(_ACCEPT, log, "n_accept").group(1))
+            steps = max(1, n - n_accept)
+            rates.append(n / seconds)
+            ttfts.append(1e3 * (enc_seconds + seconds / steps))
+            tokens += n
+            drafted += n_drafted
+            accepted += n_accept
+    return run.row(
+        f"upstream-draft-mtp-k{k}",
+        "upstream",
+        k,
+        tokens_per_s=statistics.median(rates),
+        ttft_ms=statistics.median(ttfts),
+        acceptance=accepted / drafted if drafted else 0.0,
+        tokens=tokens,
+    )
+
+
+def hf(run: Run, prompts: Sequence[list[int]], ks: Sequence[int], device: str) -> list[dict[str, Any]]:
+    """Hugging Face ``generate``, target alone and assisted with k draft tokens (greedy only).
+
+    HF's assisted generation does not report its acceptance, so those rows carry none.
+    """
+    import torch
+    from transformers import Gemma4AssistantForCausalLM, Gemma4ForCausalLM
+
+    dtype = torch.bfloat16 if device != "cpu" else torch.float32
+    # transformers' stubs type .to() as a decorator's wrapper; these are plain modules
+    loaded: dict[str, Any] = {
+        "target": Gemma4ForCausalLM.from_pretrained(run.pair.target_hf, dtype=dtype),
+        "drafter": Gemma4AssistantForCausalLM.from_pretrained(run.pair.drafter_hf, dtype=dtype),
+    }
+    models = {name: model.to(device).eval() for name, model in loaded.items()}
+    loaded.clear()
+
+    def timed(ids: list[int], n: int, k: int) -> tuple[float, int]:
+        kwargs: dict[str, Any] = {}
+        if k:
+            drafter = models["drafter"]
+            drafter.generation_config.num_assistant_tokens = k
+            drafter.generation_config.num_assistant_tokens_schedule = "constant"
+            kwargs["assistant_model"] = drafter
+        inp = torch.tensor([ids], device=device)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = models["target"].generate(
+                inp, attention_mask=torch.ones_like(inp), max_new_tokens=n, do_sample=False, pad_token_id=0, **kwargs
+            )
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0, out.shape[1] - len(ids)
+
+    rows = []
+    try:
+        for k in (0, *ks):
+            timed(prompts[0], 8, k)  # warm-up
+            ttft = statistics.median(1e3 * timed(ids, 1, k)[0] for ids in prompts)
+            rates = []
+            for _ in range(run.repeats):
+                for ids in prompts:
+                    seconds, n = timed(ids, run.n_predict, k)
+                    rates.append(n / seconds)
+            name = "hf-baseline" if k == 0 else f"hf-assisted-k{k}"
+            rows.append(run.row(name, "hf", k, tokens_per_s=statistics.median(rates), ttft_ms=ttft, acceptance=None))
+    finally:
+        models.clear()
+        if device != "cpu":
+            torch.cuda.empty_cache()
+    return rows

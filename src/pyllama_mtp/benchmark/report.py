@@ -1,0 +1,266 @@
+"""The benchmark's result file: its schema, the speed-up model, the summary, the plot and the table.
+
+A result is one JSON object (``SCHEMA_VERSION``)::
+
+    schema      int, this module's SCHEMA_VERSION
+    device      str, what ran it ("NVIDIA H100 80GB HBM3", "cpu: x86_64")
+    commit      str | null, our commit
+    llama_cpp_commit, backends, date (ISO), mode ("gpu" | "cpu"), n_predict, prompts
+    shapes      {shape name: {target/drafter widths, layers, vocab, ...}}
+    regimes     {regime name: {"temperature": float, "pair": "agree" | "random"}}
+    rows        [row], one per contender x shape x regime:
+        name          "ours-baseline" | "ours-draft-mtp-k{k}" | "upstream-draft-mtp-k{k}" | "hf-baseline"
+                      | "hf-assisted-k{k}"
+        contender     "ours" | "upstream" | "hf"
+        shape, regime, k (0 = target alone)
+        tokens_per_s  decode tokens/s (median over prompts)
+        ttft_ms       time to first token (prompt pass + first step), median over prompts
+        acceptance    accepted / drafted draft tokens (null: target alone, or not reported)
+        alpha         the per-position acceptance probability that acceptance implies for k: the a
+                      with (a + a^2 + ... + a^k) / k = acceptance (every position of a block counts
+                      as drafted, so acceptance < a for k > 1)
+        speedup       tokens_per_s / the same contender's target-alone tokens_per_s (null if none)
+        draft_step_ms drafter time per draft token (ours, from the acceptance trace; else null)
+        c             our drafter's time per draft token / our target's time per token, this shape
+                      (k > 0, ours and upstream: same drafter, same GGUFs; else null)
+        ideal_speedup (1 - a^(k+1)) / ((1 - a)(1 + k c)) for a = the row's alpha
+        efficiency    speedup / ideal_speedup
+    summary     see ``SUMMARY_KEYS``; ratios on the first shape at the high-acceptance regime
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+ROW_KEYS = (
+    "name",
+    "contender",
+    "shape",
+    "regime",
+    "k",
+    "tokens_per_s",
+    "ttft_ms",
+    "acceptance",
+    "alpha",
+    "speedup",
+    "draft_step_ms",
+    "c",
+    "ideal_speedup",
+    "efficiency",
+)
+TOP_KEYS = (
+    "schema",
+    "device",
+    "commit",
+    "llama_cpp_commit",
+    "backends",
+    "date",
+    "mode",
+    "n_predict",
+    "prompts",
+    "shapes",
+    "regimes",
+    "rows",
+    "summary",
+)
+SUMMARY_KEYS = (
+    "shape",  # the shape the summary's figures come from
+    "k",  # the draft length of the compared rows
+    "draft_step_ms",  # our drafter's time per draft token (mean of its steps)
+    "target_step_ms",  # our target-alone time per token
+    "c",  # draft_step_ms / target_step_ms: the drafter's relative cost
+    "acceptance_high",  # our measured acceptance (accepted / drafted) in the high-acceptance regime
+    "alpha_high",  # ... as a per-position probability (see the rows' alpha)
+    "speedup_high_acceptance",  # ours with the drafter / ours alone, high acceptance
+    "ideal_speedup_high_acceptance",
+    "efficiency_high_acceptance",  # measured / ideal speed-up
+    "ours_over_upstream_high_acceptance",  # tokens/s, same GGUFs, same k
+    "ours_over_upstream_low_acceptance",
+    "ours_over_hf",  # ours / HF assisted generation (bf16 on GPUs), high acceptance
+    "async_over_sync_high_acceptance",  # null until the async pipeline lands
+)
+
+HIGH, LOW = "agree", "random"
+
+
+def ideal_speedup(acceptance: float, k: int, c: float) -> float:
+    """Expected speed-up of a k-token draft with i.i.d. acceptance a and relative drafter cost c.
+
+    Tokens per step are (1 - a^(k+1)) / (1 - a) (k + 1 at a = 1); a step costs 1 + k c target steps.
+    """
+    if k <= 0:
+        return 1.0
+    a = min(max(acceptance, 0.0), 1.0)
+    tokens = float(k + 1) if a >= 1.0 else (1.0 - a ** (k + 1)) / (1.0 - a)
+    return tokens / (1.0 + k * max(c, 0.0))
+
+
+def alpha_from_acceptance(acceptance: float, k: int) -> float:
+    """The per-position acceptance probability a with (a + ... + a^k) / k = ``acceptance``."""
+    if k <= 1 or acceptance <= 0.0 or acceptance >= 1.0:
+        return min(max(acceptance, 0.0), 1.0)
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if sum(mid**i for i in range(1, k + 1)) / k < acceptance:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _find(rows: Iterable[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    for row in rows:
+        if all(row.get(key) == value for key, value in match.items()):
+            return row
+    return None
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    if a is None or b is None or not a["tokens_per_s"] or not b["tokens_per_s"]:
+        return None
+    return float(a["tokens_per_s"] / b["tokens_per_s"])
+
+
+def fill_model(rows: list[dict[str, Any]]) -> None:
+    """Add speedup, ideal_speedup and efficiency to every row (in place).
+
+    c is our drafter's measured cost per draft token over our target's per-token cost, for the
+    row's shape; upstream's rows use the same c (same drafter, same GGUFs), so their efficiency
+    shows what their loop loses on top of the arithmetic.
+    """
+    for row in rows:
+        base_name = "hf-baseline" if row["contender"] == "hf" else "ours-baseline"
+        base = _find(rows, name=base_name, shape=row["shape"], regime=row["regime"])
+        row["speedup"] = _ratio(row, base)
+        row.setdefault("draft_step_ms", None)
+        row["c"] = row["ideal_speedup"] = row["efficiency"] = None
+        acc = row.get("acceptance")
+        row["alpha"] = alpha_from_acceptance(acc, row["k"]) if acc is not None else None
+        ours = _find(rows, contender="ours", shape=row["shape"], regime=row["regime"], k=row["k"])
+        if row["k"] == 0 or base is None or ours is None or ours.get("draft_step_ms") is None:
+            continue
+        if row["acceptance"] is None or row["contender"] == "hf":
+            continue
+        row["c"] = ours["draft_step_ms"] / (1e3 / base["tokens_per_s"])
+        row["ideal_speedup"] = ideal_speedup(row["alpha"], row["k"], row["c"])
+        if row["speedup"] is not None:
+            row["efficiency"] = row["speedup"] / row["ideal_speedup"]
+
+
+def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, Any]:
+    """The summary object: our figures on ``shape`` at draft length ``k``."""
+    base = _find(rows, name="ours-baseline", shape=shape, regime=HIGH)
+    ours_hi = _find(rows, name=f"ours-draft-mtp-k{k}", shape=shape, regime=HIGH)
+    ours_lo = _find(rows, name=f"ours-draft-mtp-k{k}", shape=shape, regime=LOW)
+    up_hi = _find(rows, name=f"upstream-draft-mtp-k{k}", shape=shape, regime=HIGH)
+    up_lo = _find(rows, name=f"upstream-draft-mtp-k{k}", shape=shape, regime=LOW)
+    hf_hi = _find(rows, name=f"hf-assisted-k{k}", shape=shape, regime=HIGH)
+    target_ms = 1e3 / base["tokens_per_s"] if base and base["tokens_per_s"] else None
+    draft_ms = ours_hi["draft_step_ms"] if ours_hi else None
+    return {
+        "shape": shape,
+        "k": k,
+        "draft_step_ms": draft_ms,
+        "target_step_ms": target_ms,
+        "c": draft_ms / target_ms if draft_ms is not None and target_ms else None,
+        "acceptance_high": ours_hi["acceptance"] if ours_hi else None,
+        "alpha_high": ours_hi["alpha"] if ours_hi else None,
+        "speedup_high_acceptance": ours_hi["speedup"] if ours_hi else None,
+        "ideal_speedup_high_acceptance": ours_hi["ideal_speedup"] if ours_hi else None,
+        "efficiency_high_acceptance": ours_hi["efficiency"] if ours_hi else None,
+        "ours_over_upstream_high_acceptance": _ratio(ours_hi, up_hi),
+        "ours_over_upstream_low_acceptance": _ratio(ours_lo, up_lo),
+        "ours_over_hf": _ratio(ours_hi, hf_hi),
+        "async_over_sync_high_acceptance": None,
+    }
+
+
+def validate(result: dict[str, Any]) -> None:
+    """Raise ValueError unless ``result`` follows the schema (keys and value types)."""
+    missing = [key for key in TOP_KEYS if key not in result]
+    if missing:
+        raise ValueError(f"result lacks {missing}")
+    if result["schema"] != SCHEMA_VERSION:
+        raise ValueError(f"schema {result['schema']} is not {SCHEMA_VERSION}")
+    for i, row in enumerate(result["rows"]):
+        missing = [key for key in ROW_KEYS if key not in row]
+        if missing:
+            raise ValueError(f"row {i} ({row.get('name')}) lacks {missing}")
+        if row["shape"] not in result["shapes"] or row["regime"] not in result["regimes"]:
+            raise ValueError(f"row {i} names an unknown shape or regime")
+        for key in ("tokens_per_s", "ttft_ms"):
+            if not isinstance(row[key], (int, float)) or not math.isfinite(row[key]) or row[key] <= 0:
+                raise ValueError(f"row {i} ({row['name']}): {key} = {row[key]!r}")
+        acc = row["acceptance"]
+        if acc is not None and not 0.0 <= acc <= 1.0:
+            raise ValueError(f"row {i} ({row['name']}): acceptance {acc} outside [0, 1]")
+    missing = [key for key in SUMMARY_KEYS if key not in result["summary"]]
+    if missing:
+        raise ValueError(f"summary lacks {missing}")
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The rows as a Markdown table (the README's)."""
+    lines = [
+        "| shape | regime | contender | k | tokens/s | speed-up | acceptance | alpha | ideal | efficiency | TTFT ms |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['shape']} | {r['regime']} | {r['name']} | {r['k']} | {r['tokens_per_s']:.1f} "
+            f"| {_fmt(r['speedup'], '.2f')} | {_fmt(r['acceptance'], '.2f')} | {_fmt(r['alpha'], '.2f')} "
+            f"| {_fmt(r['ideal_speedup'], '.2f')} "
+            f"| {_fmt(r['efficiency'], '.2f')} | {r['ttft_ms']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], out: str | Path) -> Path:
+    """Speed-up over the contender's own target-alone decode vs acceptance, per contender (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(result["shapes"])
+    fig, axes = plt.subplots(1, len(shapes), figsize=(5.5 * len(shapes), 4), squeeze=False)
+    for ax, shape in zip(axes[0], shapes, strict=True):
+        rows = [r for r in result["rows"] if r["shape"] == shape and r["k"] > 0 and r["speedup"] is not None]
+        for name in sorted({r["name"] for r in rows}):
+            pts = sorted((_alpha_of(rows, r), r["speedup"]) for r in rows if r["name"] == name)
+            label = f"{name} (at our alpha)" if rows and name.startswith("hf-") else name
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ours = [r for r in rows if r["contender"] == "ours" and r["c"] is not None]
+        for k in sorted({r["k"] for r in ours}):
+            c = statistics.mean(r["c"] for r in ours if r["k"] == k)
+            xs = [i / 50 for i in range(51)]
+            ax.plot(xs, [ideal_speedup(x, k, c) for x in xs], linestyle="--", linewidth=1, label=f"ideal k={k}")
+        ax.axhline(1.0, color="grey", linewidth=0.5)
+        ax.set_xlabel("measured per-position acceptance (alpha)")
+        ax.set_ylabel("speed-up over target alone")
+        ax.set_title(f"{shape} on {result['device']}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def _alpha_of(rows: list[dict[str, Any]], row: dict[str, Any]) -> float:
+    """A row's alpha; HF's assisted generation reports none, so its rows sit at ours for the same
+    weights and k (greedy drafts of the same function are accepted alike)."""
+    if row["alpha"] is not None:
+        return float(row["alpha"])
+    ours = _find(rows, contender="ours", shape=row["shape"], regime=row["regime"], k=row["k"])
+    return float(ours["alpha"]) if ours and ours["alpha"] is not None else 0.0

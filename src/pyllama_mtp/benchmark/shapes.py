@@ -1,0 +1,97 @@
+"""Benchmark model pairs: Gemma-4 shapes with random weights, and the acceptance regimes.
+
+Pairs are built with Hugging Face and converted by the pinned tree (``pyllama_mtp.fixtures``), so
+Hugging Face's own assisted generation can run on the very same weights. Regimes:
+
+- ``agree``: target and drafter compute the same next-token function (acceptance ~1, greedy);
+- ``random``: independent random weights (acceptance ~0, greedy);
+- ``mixed``: the agreeing pair with the target sampling at the temperature whose mean top-token
+  probability is ``mixed_acceptance`` (calibrated on the target's logits). The drafter proposes
+  the target's argmax, so each draft position is accepted with that probability, independently:
+  the i.i.d. acceptance the ideal speed-up formula assumes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+# (only the fixtures at import time: ci/gpu_check.sh builds the pairs while the library compiles)
+from ..fixtures import Pair, PairConfig, build_pair
+
+if TYPE_CHECKING:
+    from ..model import Model
+
+# Real Gemma-4 geometry where it sets the cost: E2B's width, depth, attention and vocabulary
+# (per-layer input embeddings left out), with the E2B assistant's 256-wide, 4-layer drafter.
+SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": dict(outtype="f32"),
+    "e2b": dict(
+        target_hidden=1536, target_layers=35, intermediate=6144, n_heads=8, n_kv_heads=1, head_dim=256,
+        global_head_dim=512, sliding_window=512, full_every=5, drafter_hidden=256, drafter_layers=4,
+        vocab_size=262144, outtype="f16", save_dtype="bfloat16",
+    ),
+}  # fmt: skip
+
+REGIMES = ("agree", "random", "mixed")
+
+
+def shape_config(shape: str, *, agree: bool) -> PairConfig:
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+    return PairConfig(**SHAPES[shape], agree=agree)
+
+
+def describe(shape: str) -> dict[str, Any]:
+    """The shape's geometry, for the result file."""
+    cfg = asdict(shape_config(shape, agree=False))
+    keep = (
+        "target_hidden", "target_layers", "intermediate", "n_heads", "n_kv_heads", "head_dim", "global_head_dim",
+        "sliding_window", "full_every", "drafter_hidden", "drafter_layers", "vocab_size", "outtype",
+    )  # fmt: skip
+    return {key: cfg[key] for key in keep}
+
+
+def build(shape: str, regime: str, device: str | None) -> Pair:
+    """The GGUF (and HF) pair a regime runs on, built once and cached by shape."""
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; known: {', '.join(REGIMES)}")
+    return build_pair(shape_config(shape, agree=regime != "random"), device=device)
+
+
+def top_probability(rows: np.ndarray, temperature: float) -> float:
+    """Mean probability of each logits row's top token at ``temperature``."""
+    z = (rows - rows.max(axis=1, keepdims=True)) / temperature
+    return float(np.mean(1.0 / np.exp(z).sum(axis=1)))
+
+
+def calibrate_temperature(target: Model, goal: float, n_tokens: int = 32, seed: int = 0) -> float:
+    """The temperature at which the target's mean top-token probability is ``goal``.
+
+    For the agreeing pair the next token depends on the last token alone, so one single-token
+    decode per sampled token gives the rows that matter.
+    """
+    from ..context import Context
+
+    if not 0.0 < goal < 1.0:
+        raise ValueError(f"the goal acceptance must be in (0, 1), got {goal}")
+    ids = random.Random(seed).sample(range(4, target.n_vocab), min(n_tokens, target.n_vocab - 4))
+    rows = []
+    with Context(target, n_ctx=64, n_batch=8) as ctx:
+        for token in ids:
+            ctx.clear()
+            ctx.decode([token])
+            rows.append(ctx.logits().astype(np.float64))
+    logits = np.stack(rows)
+    lo, hi = math.log(1e-3), math.log(1e3)  # top probability falls as the temperature rises
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if top_probability(logits, math.exp(mid)) > goal:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(0.5 * (lo + hi))

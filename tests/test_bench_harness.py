@@ -1,0 +1,133 @@
+"""The benchmark harness itself (its CPU mode): the speed-up model, the schema, the regimes and the
+outputs. Speed is not asserted here; bench results are (bench/results/)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyllama_mtp import benchmark
+from pyllama_mtp.benchmark import report
+from pyllama_mtp.cli import main as cli_main
+
+
+def test_ideal_speedup_limits() -> None:
+    # no acceptance: one token per step, paid 1 + k c
+    assert report.ideal_speedup(0.0, 3, 0.1) == pytest.approx(1 / 1.3)
+    # full acceptance: k + 1 tokens per step
+    assert report.ideal_speedup(1.0, 3, 0.0) == pytest.approx(4.0)
+    assert report.ideal_speedup(1.0, 3, 0.05) == pytest.approx(4 / 1.15)
+    # 1 + a + a^2 + a^3 tokens per step
+    assert report.ideal_speedup(0.5, 3, 0.0) == pytest.approx(1.875)
+    # continuous at a -> 1
+    assert report.ideal_speedup(1 - 1e-9, 3, 0.02) == pytest.approx(report.ideal_speedup(1.0, 3, 0.02), rel=1e-6)
+    assert report.ideal_speedup(0.7, 0, 0.5) == 1.0
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("alpha", [0.0, 0.2, 0.6, 0.95, 1.0])
+def test_alpha_inverts_block_acceptance(alpha: float, k: int) -> None:
+    acceptance = sum(alpha**i for i in range(1, k + 1)) / k
+    assert report.alpha_from_acceptance(acceptance, k) == pytest.approx(alpha, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def cpu_result() -> dict[str, Any]:
+    upstream = os.environ.get("PYLLAMA_MTP_UPSTREAM_BIN")
+    opts = benchmark.Options(
+        mode="cpu", upstream=Path(upstream) if upstream else None, n_predict=24, log=lambda _msg: None
+    )
+    return benchmark.run(opts)
+
+
+def _row(result: dict[str, Any], name: str, regime: str) -> dict[str, Any]:
+    return next(r for r in result["rows"] if r["name"] == name and r["regime"] == regime)
+
+
+def test_cpu_mode_runs_every_contender_and_regime(cpu_result: dict[str, Any]) -> None:
+    benchmark.validate(cpu_result)
+    assert cpu_result["mode"] == "cpu" and list(cpu_result["shapes"]) == ["tiny"]
+    names = {(r["name"], r["regime"]) for r in cpu_result["rows"]}
+    for regime in ("agree", "random", "mixed"):
+        for name in ("ours-baseline", "ours-draft-mtp-k1", "ours-draft-mtp-k3"):
+            assert (name, regime) in names
+    for regime in ("agree", "random"):  # HF runs greedy only
+        assert ("hf-baseline", regime) in names and ("hf-assisted-k3", regime) in names
+    assert ("hf-assisted-k3", "mixed") not in names
+    if os.environ.get("PYLLAMA_MTP_UPSTREAM_BIN"):
+        assert ("upstream-draft-mtp-k3", "agree") in names
+
+
+def test_regimes_give_the_acceptance_they_promise(cpu_result: dict[str, Any]) -> None:
+    assert _row(cpu_result, "ours-draft-mtp-k3", "agree")["acceptance"] > 0.95
+    assert _row(cpu_result, "ours-draft-mtp-k3", "random")["acceptance"] < 0.1
+    assert cpu_result["regimes"]["mixed"]["temperature"] > 0
+    # the mixed regime is calibrated to a per-position acceptance of 0.6; 24 tokens x 3 prompts
+    # leave sampling noise, and k=1 and k=3 must agree on alpha since positions are i.i.d.
+    a1 = _row(cpu_result, "ours-draft-mtp-k1", "mixed")["alpha"]
+    a3 = _row(cpu_result, "ours-draft-mtp-k3", "mixed")["alpha"]
+    assert 0.35 < a1 < 0.85 and 0.35 < a3 < 0.85
+    assert abs(a1 - a3) < 0.25
+
+
+def test_model_fields_follow_the_measurements(cpu_result: dict[str, Any]) -> None:
+    for row in cpu_result["rows"]:
+        if row["contender"] == "ours" and row["k"] > 0:
+            assert row["draft_step_ms"] > 0
+            base = _row(cpu_result, "ours-baseline", row["regime"])
+            assert row["speedup"] == pytest.approx(row["tokens_per_s"] / base["tokens_per_s"])
+            c = row["draft_step_ms"] * base["tokens_per_s"] / 1e3
+            assert row["c"] == pytest.approx(c)
+            assert row["ideal_speedup"] == pytest.approx(report.ideal_speedup(row["alpha"], row["k"], c))
+            assert row["efficiency"] == pytest.approx(row["speedup"] / row["ideal_speedup"])
+    summary = cpu_result["summary"]
+    k3 = _row(cpu_result, "ours-draft-mtp-k3", "agree")
+    hf = _row(cpu_result, "hf-assisted-k3", "agree")
+    assert summary["ours_over_hf"] == pytest.approx(k3["tokens_per_s"] / hf["tokens_per_s"])
+    assert summary["efficiency_high_acceptance"] == pytest.approx(k3["efficiency"])
+    assert summary["draft_step_ms"] == pytest.approx(k3["draft_step_ms"])
+    assert summary["async_over_sync_high_acceptance"] is None
+    assert all(math.isfinite(v) for v in (summary["c"], summary["target_step_ms"]))
+
+
+def test_validate_refuses_broken_results(cpu_result: dict[str, Any]) -> None:
+    for breakage in ("drop_key", "bad_acceptance", "bad_rate", "unknown_shape", "schema"):
+        broken = copy.deepcopy(cpu_result)
+        if breakage == "drop_key":
+            del broken["rows"][0]["ttft_ms"]
+        elif breakage == "bad_acceptance":
+            broken["rows"][1]["acceptance"] = 1.5
+        elif breakage == "bad_rate":
+            broken["rows"][0]["tokens_per_s"] = float("nan")
+        elif breakage == "unknown_shape":
+            broken["rows"][0]["shape"] = "e9000b"
+        else:
+            broken["schema"] = 0
+        with pytest.raises(ValueError):
+            benchmark.validate(broken)
+
+
+def test_outputs_json_png_and_table(cpu_result: dict[str, Any], tmp_path: Path, capsys: Any) -> None:
+    paths = benchmark.write(cpu_result, tmp_path)
+    assert [p.suffix for p in paths] == [".json", ".png"]
+    assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(paths[0].read_text()) == json.loads(json.dumps(cpu_result))
+    assert cli_main(["bench", "--table", str(paths[0])]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert len(table) == 2 + len(cpu_result["rows"])
+    assert all(line.startswith("| tiny |") for line in table[2:])
+
+
+def test_gpu_mode_without_a_gpu_backend_says_so(capsys: Any) -> None:
+    from pyllama_mtp import build_info
+
+    if any(b in build_info().backends for b in ("cuda", "metal")):
+        pytest.skip("this build has a GPU backend")
+    assert cli_main(["bench", "--no-hf"]) == 1
+    assert "no GPU backend" in capsys.readouterr().err
