@@ -8,7 +8,8 @@
 #   GPU_CHECK_SUITE_ONLY=1 skips the segmentation tests and the benchmarks;
 #   GPU_CHECK_ROUTED=1 runs bench/routed_head.py (E2B-sized vocabulary) before the suite
 #   GPU_CHECK_BENCH=1 also builds upstream's llama-speculative-simple and, while the library
-#     compiles, the E2B-shaped bench pairs (on the GPU), then runs `pyllama-mtp bench` into $OUT.
+#     compiles, the bench pairs of GPU_CHECK_BENCH_SHAPES (default "e2b"; "e2b 31b" for both),
+#     then runs `pyllama-mtp bench --shape S $GPU_CHECK_BENCH_ARGS` per shape into $OUT/S.
 #   A command may run 10 minutes: GPU_CHECK_BUILD_ONLY=1 stops after the build (and the pairs);
 #   a second call with GPU_CHECK_SKIP_BUILD=1 on the same warm machine goes on from there.
 set -uo pipefail
@@ -32,16 +33,18 @@ if [ -z "${GPU_CHECK_SKIP_BUILD:-}" ]; then
     if [ -n "${GPU_CHECK_BENCH:-}" ]; then
         # the pairs need only torch, transformers and the converter: build them beside the compiler
         # (stand-in package objects, since the real __init__ loads the library being built)
-        PYTHONPATH=/tmp/site:$PWD/vendor/llama.cpp/gguf-py python3 - > "$out/bench-pairs.log" 2>&1 <<'EOF' &
+        PYTHONPATH=/tmp/site:$PWD/vendor/llama.cpp/gguf-py python3 - ${GPU_CHECK_BENCH_SHAPES:-e2b} \
+            > "$out/bench-pairs.log" 2>&1 <<'EOF' &
 import sys, time, types
 for name, path in (("pyllama_mtp", "src/pyllama_mtp"), ("pyllama_mtp.benchmark", "src/pyllama_mtp/benchmark")):
     module = types.ModuleType(name)
     module.__path__ = [path]
     sys.modules[name] = module
 from pyllama_mtp.benchmark import shapes
-for regime in ("agree", "random"):
-    t0 = time.time()
-    print(regime, shapes.build("e2b", regime, "cuda"), f"{time.time() - t0:.0f} s", flush=True)
+for shape in sys.argv[1:]:
+    for regime in ("agree", "random"):
+        t0 = time.time()
+        print(shape, regime, shapes.build(shape, regime, "cuda").root, f"{time.time() - t0:.0f} s", flush=True)
 EOF
         pairs_pid=$!
     fi
@@ -76,9 +79,13 @@ echo "benches: $((SECONDS - t0)) s (commit $commit)"
 fi
 if [ -n "${GPU_CHECK_BENCH:-}" ]; then
     upstream_bin=$(find /tmp/skb -name llama-speculative-simple -type f -perm -u+x | head -1)
-    python3 -m pyllama_mtp bench --upstream "$upstream_bin" --commit "$commit" -o "$out" > "$out/bench.log" 2>&1
-    echo "pyllama-mtp bench: rc $? after $((SECONDS - t0)) s"
-    grep -v "^llama\|^load\|^print_info\|Loading\|Writing" "$out/bench.log" | tail -40
+    for shape in ${GPU_CHECK_BENCH_SHAPES:-e2b}; do
+        # shellcheck disable=SC2086
+        python3 -m pyllama_mtp bench --shape "$shape" --upstream "$upstream_bin" --commit "$commit" \
+            -o "$out/$shape" ${GPU_CHECK_BENCH_ARGS:-} > "$out/bench-$shape.log" 2>&1
+        echo "pyllama-mtp bench --shape $shape: rc $? after $((SECONDS - t0)) s"
+        grep -v "^llama\|^load\|^print_info\|Loading\|Writing" "$out/bench-$shape.log" | tail -40
+    done
 fi
 if [ -n "${GPU_CHECK_ROUTED:-}" ]; then
 python3 bench/routed_head.py --commit "$commit" --out "$out/routed-head.json" > "$out/routed-head.log" 2>&1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build upstream's own tests/test-llama-archs from the patched tree and run it: random models
 # for every arch upstream knows, so our patches cannot silently break one. (Upstream skips
-# gemma4 and gemma4_assistant there; our HF-based fixtures are that coverage.)
+# gemma4 and gemma4_assistant there; our HF-based fixtures are that coverage.) Also builds
+# upstream's llama-speculative-simple, the harness check's upstream contender (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tree=vendor/llama.cpp
@@ -12,7 +13,7 @@ if [ -f "$build/CMakeCache.txt" ] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$
     rm -rf "$build"
 fi
 cmake -S "$tree" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=ON \
     -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF >/dev/null
-cmake --build "$build" --target test-llama-archs
+cmake --build "$build" --target test-llama-archs llama-speculative-simple
 "$build/bin/test-llama-archs"

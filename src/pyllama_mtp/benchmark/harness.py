@@ -74,7 +74,7 @@ def _cell(opts: Options, run: contenders.Run, n_gpu_layers: int, hf_device: str 
         for k in opts.ks:
             rows.append(contenders.upstream(run, opts.upstream, k, n_gpu_layers))
             opts.log(_line(rows[-1]))
-    if hf_device is not None and run.temperature == 0:
+    if hf_device is not None and run.temperature == 0 and pairs.has_hf(run.shape):
         for row in contenders.hf(run, prompts, [max(opts.ks)], hf_device):
             rows.append(row)
             opts.log(_line(row))
@@ -93,7 +93,7 @@ def run(opts: Options) -> dict[str, Any]:
     """Build the pairs, time the contenders, and return the result object (see :mod:`.report`)."""
     gpu = opts.mode == "gpu"
     info = build_info()
-    if gpu and not any(b in info.backends for b in ("cuda", "metal")):
+    if gpu and not any(b.lower() in ("cuda", "metal") for b in info.backends):
         raise RuntimeError(f"this build has no GPU backend ({', '.join(info.backends)}): use --cpu")
     shape_names = list(opts.shapes) or (["e2b"] if gpu else ["tiny"])
     n_predict = opts.n_predict or (128 if gpu else 32)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+import zlib
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +38,36 @@ SHAPES: dict[str, dict[str, Any]] = {
     ),
 }  # fmt: skip
 
+# Too big for Hugging Face's random init: a tiny template with the real depth, attention, window
+# and vocabulary, and small distinct widths that ``benchmark.scaled`` scales to the real ones.
+# 31B dense: width 5376, 60 layers (every 6th global), MLP 21504, 32 heads of 256 (16 KV heads),
+# window 1024; a 1024-wide, 4-layer drafter. Q4_0, as people run it on one GPU (~17 GB).
+SCALED: dict[str, tuple[dict[str, Any], dict[int, int]]] = {
+    "31b": (
+        dict(
+            target_hidden=96, target_layers=60, intermediate=160, n_heads=32, n_kv_heads=16, head_dim=256,
+            global_head_dim=512, sliding_window=1024, full_every=6, drafter_hidden=40, drafter_layers=4,
+            vocab_size=262144,
+        ),
+        {96: 5376, 192: 10752, 160: 21504, 40: 1024, 80: 2048},
+    ),
+}  # fmt: skip
+
 REGIMES = ("agree", "random", "mixed")
 
 
 def shape_config(shape: str, *, agree: bool) -> PairConfig:
+    """The HF pair of a shape (for a scaled shape, its template)."""
+    if shape in SCALED:
+        return PairConfig(**SCALED[shape][0], agree=agree)
     if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
+        raise ValueError(f"unknown shape {shape!r}; known: {', '.join([*SHAPES, *SCALED])}")
     return PairConfig(**SHAPES[shape], agree=agree)
+
+
+def has_hf(shape: str) -> bool:
+    """Whether the GGUFs are conversions of HF checkpoints (HF can run the same weights)."""
+    return shape not in SCALED
 
 
 def describe(shape: str) -> dict[str, Any]:
@@ -53,14 +77,38 @@ def describe(shape: str) -> dict[str, Any]:
         "target_hidden", "target_layers", "intermediate", "n_heads", "n_kv_heads", "head_dim", "global_head_dim",
         "sliding_window", "full_every", "drafter_hidden", "drafter_layers", "vocab_size", "outtype",
     )  # fmt: skip
-    return {key: cfg[key] for key in keep}
+    out = {key: cfg[key] for key in keep}
+    if shape in SCALED:
+        dims = SCALED[shape][1]
+        for key in ("target_hidden", "intermediate", "drafter_hidden"):
+            out[key] = dims[out[key]]
+        out["outtype"] = "q4_0"
+        out["built"] = "scaled from a converted tiny template (benchmark.scaled)"
+    else:
+        out["built"] = "Hugging Face, converted by the pinned tree"
+    return out
+
+
+def scaled_pair(template: Pair, dims: dict[int, int]) -> Pair:
+    """``template`` rewritten at the real widths (cached beside it)."""
+    from .scaled import scale_gguf
+
+    root = template.root / f"scaled-{zlib.crc32(repr(sorted(dims.items())).encode()):08x}"
+    pair = Pair(root, template.target_hf, template.drafter_hf, root / "target.gguf", root / "drafter.gguf")
+    if not (root / "done").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        scale_gguf(template.target_gguf, pair.target_gguf, dims)
+        scale_gguf(template.drafter_gguf, pair.drafter_gguf, dims)
+        (root / "done").write_text("ok")
+    return pair
 
 
 def build(shape: str, regime: str, device: str | None) -> Pair:
     """The GGUF (and HF) pair a regime runs on, built once and cached by shape."""
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}; known: {', '.join(REGIMES)}")
-    return build_pair(shape_config(shape, agree=regime != "random"), device=device)
+    pair = build_pair(shape_config(shape, agree=regime != "random"), device=device)
+    return scaled_pair(pair, SCALED[shape][1]) if shape in SCALED else pair
 
 
 def top_probability(rows: np.ndarray, temperature: float) -> float:

@@ -1,0 +1,71 @@
+"""benchmark.scaled: a converted tiny template rewritten at bigger widths still loads, keeps the
+converter's metadata, quantizes to Q4_0, and keeps the agreeing pair agreeing (what the 31B-shaped
+bench pair rests on)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from gguf_corpus import gguf_reader
+
+from pyllama_mtp import Model, MtpSession
+from pyllama_mtp.benchmark.scaled import scale_gguf
+from pyllama_mtp.benchmark.shapes import scaled_pair
+from pyllama_mtp.fixtures import PairConfig, build_pair
+
+# distinct small widths (target 40, its MLP 72, the drafter's input 80, drafter 24, its MLP 48)
+TEMPLATE = dict(target_hidden=40, intermediate=72, drafter_hidden=24, target_layers=3, drafter_layers=2)
+DIMS = {40: 256, 80: 512, 72: 320, 24: 128, 48: 192}
+
+
+def _pairs(agree: bool) -> tuple[Any, Any]:
+    template = build_pair(PairConfig(**TEMPLATE, agree=agree))
+    return template, scaled_pair(template, DIMS)
+
+
+@pytest.mark.parametrize("agree", [True, False], ids=["agree", "random"])
+def test_metadata_and_shapes_are_scaled(agree: bool) -> None:
+    template, scaled = _pairs(agree)
+    for which in ("target_gguf", "drafter_gguf"):
+        old, new = gguf_reader(getattr(template, which)), gguf_reader(getattr(scaled, which))
+        arch = str(old.fields["general.architecture"].contents())
+        assert str(new.fields["general.architecture"].contents()) == arch
+        width = old.fields[f"{arch}.embedding_length"].contents()
+        assert new.fields[f"{arch}.embedding_length"].contents() == DIMS[width]
+        assert new.fields["tokenizer.ggml.tokens"].contents() == old.fields["tokenizer.ggml.tokens"].contents()
+        old_t = {t.name: t for t in old.tensors}
+        assert [t.name for t in new.tensors] == list(old_t)
+        for t in new.tensors:
+            assert [int(n) for n in t.shape] == [DIMS.get(int(n), int(n)) for n in old_t[t.name].shape], t.name
+        assert "Q4_0" in {t.tensor_type.name for t in new.tensors if len(t.shape) == 2}
+
+
+@pytest.mark.parametrize("agree", [True, False], ids=["agree", "random"])
+def test_scaled_pair_runs_and_agreement_survives(agree: bool) -> None:
+    _, scaled = _pairs(agree)
+    with Model(scaled.target_gguf) as target, Model(scaled.drafter_gguf) as drafter:
+        assert target.n_embd == 256 and drafter.n_embd_out == 256
+        with MtpSession(target, drafter, n_draft=3) as session:
+            session.complete("the quick brown fox", 24)
+            acceptance = session.stats.acceptance_rate
+    if agree:
+        assert acceptance > 0.95
+    else:
+        assert acceptance < 0.5
+
+
+def test_the_agreeing_drafter_embeds_with_the_targets_bytes() -> None:
+    _, scaled = _pairs(True)
+    target = {t.name: t for t in gguf_reader(scaled.target_gguf).tensors}["token_embd.weight"]
+    drafter = {t.name: t for t in gguf_reader(scaled.drafter_gguf).tensors}["token_embd.weight"]
+    n = np.asarray(drafter.data).shape[1]
+    assert np.array_equal(np.asarray(target.data)[:, :n], np.asarray(drafter.data))
+    assert not np.asarray(target.data)[:, n:].any()
+
+
+def test_a_quantized_template_is_refused(tmp_path: Any) -> None:
+    _, scaled = _pairs(False)
+    with pytest.raises(ValueError, match="must be F32 or F16"):
+        scale_gguf(scaled.target_gguf, tmp_path / "again.gguf", DIMS)
