@@ -62,7 +62,7 @@ int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_
 #define LLAMA_MTP_MAX_DRAFT 16
 struct llama_mtp_session_params {
     int32_t n_draft; float p_min; uint32_t n_ctx; uint32_t n_batch; int32_t n_threads;
-    bool swa_full; bool offload_kqv; bool backend_sampling; int32_t type_kv;
+    bool swa_full; bool offload_kqv; bool backend_sampling; bool fused_draft; int32_t type_kv;
     int32_t flash_attn;
     float temperature; int32_t top_k; float top_p; uint32_t seed; const char * trace_path;
 };

@@ -52,14 +52,29 @@ def patch_state(tree: Path, patch: Path) -> str:
     return "conflict"
 
 
+def _recorded(tree: Path, series: list[Path]) -> int:
+    """How many patches at the head of ``series`` the tree's record says are in it.
+
+    A patch's own reverse check cannot tell once a later patch edits next to its hunks, so the
+    record of what we applied is trusted for the prefix it shares with the series.
+    """
+    record = tree / APPLIED_FILE
+    names = record.read_text().split() if record.is_file() else []
+    return len(names) if names == [p.name for p in series[: len(names)]] else 0
+
+
 def status(tree: Path, patch_dir: Path) -> list[tuple[str, str]]:
-    return [(p.name, patch_state(tree, p)) for p in read_series(patch_dir)]
+    series = read_series(patch_dir)
+    n_recorded = _recorded(tree, series)
+    return [(p.name, "applied" if i < n_recorded else patch_state(tree, p)) for i, p in enumerate(series)]
 
 
 def apply_series(tree: Path, patch_dir: Path) -> list[str]:
     """Apply every patch not yet in ``tree``; return the names of all patches in it."""
-    applied = []
-    for patch in read_series(patch_dir):
+    series = read_series(patch_dir)
+    n_recorded = _recorded(tree, series)
+    applied = [p.name for p in series[:n_recorded]]
+    for patch in series[n_recorded:]:
         state = patch_state(tree, patch)
         if state == "applicable":
             res = _git_apply(tree, patch)

@@ -122,7 +122,10 @@ class MtpSession(NativeResource):
     start of the previous prompt and its output reuses that part of the KV cache
     (``stats.n_prompt_reused``). ``backend_sampling=False`` picks draft tokens on the host
     from full logits rows instead of a top-k on the device (slower; the draft context keeps
-    its logits). The models must stay open while the session is.
+    its logits). A ``gemma4_assistant`` drafter drafts all ``n_draft`` tokens in one graph on
+    the backend, each step's argmax feeding the next (``fused_draft=False``, or ``p_min > 0``:
+    upstream's loop, one decode and host round trip per draft token; same greedy drafts).
+    The models must stay open while the session is.
     Not thread-safe: use one session per thread.
     """
 
@@ -145,6 +148,7 @@ class MtpSession(NativeResource):
         sampling: Sampling | None = None,
         trace: str | os.PathLike[str] | None = None,
         backend_sampling: bool = True,
+        fused_draft: bool = True,
     ) -> None:
         if not 0 <= n_draft <= MAX_DRAFT:
             raise ValueError(f"n_draft must be in [0, {MAX_DRAFT}], got {n_draft}")
@@ -163,6 +167,7 @@ class MtpSession(NativeResource):
         params.type_kv = _kv_type(kv_cache_type)
         params.flash_attn = -1 if flash_attn is None else int(flash_attn)
         params.backend_sampling = backend_sampling
+        params.fused_draft = fused_draft
         params.temperature = self.sampling.temperature
         params.top_k = self.sampling.top_k
         params.top_p = self.sampling.top_p

@@ -59,13 +59,17 @@ def _ttft_ours(session: MtpSession, prompt: str, n_predict: int) -> float:
     return 1e3 * ttft
 
 
-def ours(run: Run, target: Model, drafter: Model, k: int) -> dict[str, Any]:
-    """Our session: target alone at k = 0, draft-MTP with ``k`` draft tokens otherwise."""
+def ours(run: Run, target: Model, drafter: Model, k: int, fused: bool = True) -> dict[str, Any]:
+    """Our session: target alone at k = 0, draft-MTP with ``k`` draft tokens otherwise.
+
+    ``fused=False`` drafts with upstream's per-token loop instead of one fused drafter graph
+    (row ``ours-draft-mtp-k{k}-loop``), to show what fusing buys side by side.
+    """
     sampling = Sampling(temperature=run.temperature, seed=run.seed if run.temperature > 0 else None)
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "trace.ndjson" if k else None
         with MtpSession(
-            target, drafter if k else None, n_draft=k, n_ctx=N_CTX, sampling=sampling, trace=trace
+            target, drafter if k else None, n_draft=k, n_ctx=N_CTX, sampling=sampling, trace=trace, fused_draft=fused
         ) as session:
             session.complete(PROMPTS[0], 8)  # warm-up: graph allocation, first touch of the weights
             ttft = statistics.median(_ttft_ours(session, p, run.n_predict) for p in PROMPTS)
@@ -80,7 +84,7 @@ def ours(run: Run, target: Model, drafter: Model, k: int) -> dict[str, Any]:
                     rates.append((after.n_generated - before.n_generated) / seconds if seconds > 0 else 0.0)
             stats = session.stats
         draft_ms = read_trace(trace).mean_draft_ms_per_token if trace is not None else None
-    name = "ours-baseline" if k == 0 else f"ours-draft-mtp-k{k}"
+    name = "ours-baseline" if k == 0 else f"ours-draft-mtp-k{k}" + ("" if fused else "-loop")
     return run.row(
         name,
         "ours",
@@ -106,6 +110,19 @@ def _field(pattern: re.Pattern[str], log: str, what: str) -> re.Match[str]:
     return m
 
 
+def _run_upstream(cmd: list[str], attempts: int = 3) -> str:
+    """Upstream's log; its stats lines come from an asynchronous logger that now and then loses
+    them at exit (seen on 2 CPU cores), so a run without them is repeated."""
+    for _ in range(attempts):
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        log = res.stdout + res.stderr
+        if res.returncode != 0:
+            raise RuntimeError(f"upstream run failed ({res.returncode}): {' '.join(cmd)}\n{log[-3000:]}")
+        if _DECODED.search(log) and _ACCEPT.search(log):
+            return log
+    return log  # _field says what is missing
+
+
 def upstream(run: Run, binary: str | Path, k: int, n_gpu_layers: int) -> dict[str, Any]:
     """Upstream's own draft-MTP loop on the same files, sampling exactly as our session does.
 
@@ -122,10 +139,7 @@ def upstream(run: Run, binary: str | Path, k: int, n_gpu_layers: int) -> dict[st
                 "--temp", str(run.temperature), "--top-k", "0", "--top-p", "1.0", "--min-p", "0",
                 "-s", str(run.seed),
             ]  # fmt: skip
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-            log = res.stdout + res.stderr
-            if res.returncode != 0:
-                raise RuntimeError(f"upstream run failed ({res.returncode}): {' '.join(cmd)}\n{log[-3000:]}")
+            log = _run_upstream(cmd)
             decoded = _field(_DECODED, log, "decoded")
             n, seconds = int(decoded.group(1)), float(decoded.group(2))
             enc_seconds = float(_field(_ENCODED, log, "encoded").group(2))

@@ -9,8 +9,9 @@ A result is one JSON object (``SCHEMA_VERSION``)::
     shapes      {shape name: {target/drafter widths, layers, vocab, ...}}
     regimes     {regime name: {"temperature": float, "pair": "agree" | "random"}}
     rows        [row], one per contender x shape x regime:
-        name          "ours-baseline" | "ours-draft-mtp-k{k}" | "upstream-draft-mtp-k{k}" | "hf-baseline"
-                      | "hf-assisted-k{k}"
+        name          "ours-baseline" | "ours-draft-mtp-k{k}" | "ours-draft-mtp-k{k}-loop" (our session
+                      drafting with upstream's per-token loop instead of one fused graph)
+                      | "upstream-draft-mtp-k{k}" | "hf-baseline" | "hf-assisted-k{k}"
         contender     "ours" | "upstream" | "hf"
         shape, regime, k (0 = target alone)
         tokens_per_s  decode tokens/s (median over prompts)
@@ -21,8 +22,9 @@ A result is one JSON object (``SCHEMA_VERSION``)::
                       as drafted, so acceptance < a for k > 1)
         speedup       tokens_per_s / the same contender's target-alone tokens_per_s (null if none)
         draft_step_ms drafter time per draft token (ours, from the acceptance trace; else null)
-        c             our drafter's time per draft token / our target's time per token, this shape
-                      (k > 0, ours and upstream: same drafter, same GGUFs; else null)
+        c             the drafter's time per draft token / our target's time per token, this shape:
+                      the row's own (ours) or our fused drafter's (upstream: same drafter, same
+                      GGUFs); null for k = 0 and HF
         ideal_speedup (1 - a^(k+1)) / ((1 - a)(1 + k c)) for a = the row's alpha
         efficiency    speedup / ideal_speedup
     summary     see ``SUMMARY_KEYS``; ratios on the first shape at the high-acceptance regime
@@ -83,6 +85,8 @@ SUMMARY_KEYS = (
     "ours_over_upstream_high_acceptance",  # tokens/s, same GGUFs, same k
     "ours_over_upstream_low_acceptance",
     "ours_over_hf",  # ours / HF assisted generation (bf16 on GPUs), high acceptance
+    "fused_over_loop_high_acceptance",  # ours / ours drafting with the per-token loop
+    "loop_draft_step_ms",  # the per-token loop's drafter time per draft token
     "async_over_sync_high_acceptance",  # null until the async pipeline lands
 )
 
@@ -143,12 +147,14 @@ def fill_model(rows: list[dict[str, Any]]) -> None:
         row["c"] = row["ideal_speedup"] = row["efficiency"] = None
         acc = row.get("acceptance")
         row["alpha"] = alpha_from_acceptance(acc, row["k"]) if acc is not None else None
-        ours = _find(rows, contender="ours", shape=row["shape"], regime=row["regime"], k=row["k"])
-        if row["k"] == 0 or base is None or ours is None or ours.get("draft_step_ms") is None:
+        # a row's own drafter time where it has one (ours), else our fused drafter's (upstream)
+        ours = _find(rows, name=f"ours-draft-mtp-k{row['k']}", shape=row["shape"], regime=row["regime"])
+        source = row if row.get("draft_step_ms") is not None else ours
+        if row["k"] == 0 or base is None or source is None or source.get("draft_step_ms") is None:
             continue
         if row["acceptance"] is None or row["contender"] == "hf":
             continue
-        row["c"] = ours["draft_step_ms"] / (1e3 / base["tokens_per_s"])
+        row["c"] = source["draft_step_ms"] / (1e3 / base["tokens_per_s"])
         row["ideal_speedup"] = ideal_speedup(row["alpha"], row["k"], row["c"])
         if row["speedup"] is not None:
             row["efficiency"] = row["speedup"] / row["ideal_speedup"]
@@ -162,6 +168,7 @@ def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, A
     up_hi = _find(rows, name=f"upstream-draft-mtp-k{k}", shape=shape, regime=HIGH)
     up_lo = _find(rows, name=f"upstream-draft-mtp-k{k}", shape=shape, regime=LOW)
     hf_hi = _find(rows, name=f"hf-assisted-k{k}", shape=shape, regime=HIGH)
+    loop_hi = _find(rows, name=f"ours-draft-mtp-k{k}-loop", shape=shape, regime=HIGH)
     target_ms = 1e3 / base["tokens_per_s"] if base and base["tokens_per_s"] else None
     draft_ms = ours_hi["draft_step_ms"] if ours_hi else None
     return {
@@ -178,6 +185,8 @@ def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, A
         "ours_over_upstream_high_acceptance": _ratio(ours_hi, up_hi),
         "ours_over_upstream_low_acceptance": _ratio(ours_lo, up_lo),
         "ours_over_hf": _ratio(ours_hi, hf_hi),
+        "fused_over_loop_high_acceptance": _ratio(ours_hi, loop_hi),
+        "loop_draft_step_ms": loop_hi["draft_step_ms"] if loop_hi else None,
         "async_over_sync_high_acceptance": None,
     }
 

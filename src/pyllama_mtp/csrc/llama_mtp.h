@@ -113,6 +113,10 @@ LLAMA_API int32_t llama_mtp_context_memory(const struct llama_context * ctx, str
 // gemma4_assistant drafter reads the target's KV cache and hidden rows. The drafting itself
 // is upstream's draft-mtp implementation (common/speculative.cpp). The models must outlive
 // the session. A session is not thread-safe; separate sessions may run on separate threads.
+// With fused_draft (patch 0009), a gemma4-assistant drafts all n_draft tokens of a step in one
+// graph, each step's argmax feeding the next on the backend, and one read-back returns the ids;
+// off, or with p_min > 0, drafting is upstream's loop (one decode per draft token). The greedy
+// drafts are the same either way.
 //
 
 #define LLAMA_MTP_MAX_DRAFT 16
@@ -126,6 +130,7 @@ struct llama_mtp_session_params {
     bool     swa_full;          // full-size sliding-window cache for the target (default false)
     bool     offload_kqv;       // KV cache on the GPU (default true)
     bool     backend_sampling;  // draft top-k on the backend, as upstream (default true)
+    bool     fused_draft;       // gemma4-assistant: all n_draft steps in one graph (default true)
     int32_t  type_kv;           // KV cache element type, an enum ggml_type (default GGML_TYPE_F16)
     int32_t  flash_attn;        // enum llama_flash_attn_type: -1 auto, 0 off, 1 on (default -1)
     float    temperature;       // <= 0 = greedy (default 0)

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common.h"
+#include "llama-ext.h"
 #include "llama_mtp.h"
 #include "shim_internal.h"
 #include "speculative.h"
@@ -68,7 +69,13 @@ struct llama_mtp_session {
     std::unique_ptr<llama_sampler, sampler_deleter>          smpl;
     std::unique_ptr<common_speculative, speculative_deleter> spec;
 
-    common_batch             batch_tgt;
+    common_batch batch_tgt;
+    common_batch batch_dft;  // the fused draft's one-token batch
+    // Fused drafting: the drafter's graph chains all n_draft steps (llama_set_mtp_draft_steps)
+    // and one read-back returns the ids; it drafts from the target's nextn row of the last
+    // token in its KV, kept here (upstream's driver keeps its own copy for its own drafting).
+    bool                     fused = false;
+    std::vector<float>       pending_h;
     std::vector<llama_token> tokens_tgt;  // tokens in the target's KV, in order
     std::vector<llama_token> draft;
     llama_token              id_last  = LLAMA_TOKEN_NULL;  // sampled, not yet in the KV
@@ -239,6 +246,37 @@ int32_t keep_prefix(llama_mtp_session * s, const llama_token * prompt, int32_t n
     return 0;
 }
 
+// Keep the target's nextn row of batch row i (the last decode): the next draft starts from it.
+void keep_pending_row(llama_mtp_session * s, int32_t i) {
+    const float * h = llama_get_embeddings_nextn_ith(s->ctx_tgt.get(), i);
+    if (h != nullptr) {
+        std::copy(h, h + s->pending_h.size(), s->pending_h.begin());
+    }
+}
+
+// All n_max draft tokens in one drafter decode: [id_last at n_past, the pending row] in, the
+// chained steps' argmax ids out. Upstream's loop decodes once per draft token instead, each a
+// host round trip.
+int32_t draft_fused(llama_mtp_session * s, int32_t n_max) {
+    s->batch_dft.clear();
+    const int32_t idx = s->batch_dft.add(s->id_last, s->n_past, 0, true);
+    s->batch_dft.set_embd(idx, {s->pending_h.data(), 1, s->pending_h.size()});
+    const int32_t rc = llama_process(s->ctx_dft.get(), LLAMA_PROCESS_TYPE_DECODE, s->batch_dft.get());
+    if (rc != 0) {
+        set_error_with_log("the fused draft decode returned " + std::to_string(rc));
+        return LLAMA_MTP_ERR_DECODE;
+    }
+    llama_token   ids[LLAMA_MTP_MAX_DRAFT];
+    const int32_t n = llama_get_mtp_draft_tokens(s->ctx_dft.get(), ids, LLAMA_MTP_MAX_DRAFT);
+    if (n < n_max) {
+        set_error("the drafter's graph returned " + std::to_string(n) + " draft tokens, expected " +
+                  std::to_string(n_max));
+        return LLAMA_MTP_ERR_INTERNAL;
+    }
+    s->draft.assign(ids, ids + n_max);
+    return LLAMA_MTP_OK;
+}
+
 int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_prompt, int32_t n_max) {
     if (prompt == nullptr || n_prompt < 1 || n_max < 0) {
         set_error("start needs at least one prompt token and n_max >= 0");
@@ -295,6 +333,9 @@ int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_promp
         }
     }
     s->tokens_tgt.assign(prompt, prompt + n_prompt - 1);
+    if (s->fused) {
+        keep_pending_row(s, s->batch_tgt.size() - 1);
+    }
     if (s->spec) {
         common_speculative_begin(s->spec.get(), 0, s->tokens_tgt);
     }
@@ -366,7 +407,14 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
             /* .prompt   = */ &s->tokens_tgt,
             /* .result   = */ &s->draft,
         };
-        common_speculative_draft(s->spec.get());
+        if (s->fused) {
+            const int32_t rc = draft_fused(s, n_draft_max);
+            if (rc != LLAMA_MTP_OK) {
+                return rc;
+            }
+        } else {
+            common_speculative_draft(s->spec.get());
+        }
         s->stats.n_draft_calls++;
         if (static_cast<int32_t>(s->draft.size()) > n_draft_max) {
             s->draft.resize(n_draft_max);
@@ -404,7 +452,10 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     if (s->trace) {
         write_trace(s, out, n_emit, n_accepted, t_verify0 - t_draft0, ggml_time_us() - t_verify0);
     }
-    if (s->spec) {
+    if (s->fused) {
+        keep_pending_row(s, n_accepted);  // the row of the last token that stays in the KV
+    } else if (s->spec) {
+        // (only after its own draft: upstream asserts on an accept that follows none)
         common_speculative_accept(s->spec.get(), 0, static_cast<uint16_t>(n_accepted));
     }
     for (int32_t i = 0; i < n_draft; ++i) {
@@ -453,6 +504,7 @@ struct llama_mtp_session_params llama_mtp_session_default_params(void) {
     p.swa_full         = false;
     p.offload_kqv      = true;
     p.backend_sampling = true;
+    p.fused_draft      = true;
     p.type_kv          = GGML_TYPE_F16;
     p.flash_attn       = LLAMA_FLASH_ATTN_TYPE_AUTO;
     p.temperature      = 0.0f;
@@ -520,7 +572,17 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
         }
         s->smpl.reset(make_target_sampler(params));
         s->batch_tgt = common_batch(s->ctx_tgt.get());
-        *out         = s.release();
+        // fused drafting needs greedy drafts (no p_min cut-off) from a drafter that reads the
+        // target's KV: a gemma4-assistant
+        s->fused = s->ctx_dft && params.fused_draft && params.p_min <= 0.0f &&
+                   meta(s->drafter, "general.architecture") == "gemma4-assistant" &&
+                   llama_get_ctx_other(s->ctx_dft.get()) == s->ctx_tgt.get();
+        if (s->fused) {
+            llama_set_mtp_draft_steps(s->ctx_dft.get(), params.n_draft);
+            s->batch_dft = common_batch(s->ctx_dft.get());
+            s->pending_h.assign(static_cast<size_t>(llama_model_n_embd_out(s->target)), 0.0f);
+        }
+        *out = s.release();
         return LLAMA_MTP_OK;
     });
 }
