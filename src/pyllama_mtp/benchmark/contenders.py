@@ -124,20 +124,21 @@ def _run_upstream(cmd: list[str], attempts: int = 3) -> str:
 
 
 def upstream(run: Run, binary: str | Path, k: int, n_gpu_layers: int) -> dict[str, Any]:
-    """Upstream's own draft-MTP loop on the same files, sampling exactly as our session does.
+    """Upstream's own draft-MTP loop on the same files, sampling exactly as our session does
+    (each pass over the prompts with the next seed, as our session's random stream runs on).
 
     Its log gives the prompt pass and the decode time; its time to first token is the prompt
     pass plus one mean step (a step emits its accepted drafts + 1 tokens).
     """
     rates, ttfts, drafted, accepted, tokens = [], [], 0, 0, 0
-    for _ in range(run.repeats):
+    for repeat in range(run.repeats):
         for prompt in PROMPTS:
             cmd = [
                 str(binary), "-m", str(run.pair.target_gguf), "-md", str(run.pair.drafter_gguf),
                 "--spec-type", "draft-mtp", "--spec-draft-n-max", str(k), "-n", str(run.n_predict), "-p", prompt,
                 "-c", str(N_CTX), "-ngl", str(n_gpu_layers), "-ngld", str(n_gpu_layers),
                 "--temp", str(run.temperature), "--top-k", "0", "--top-p", "1.0", "--min-p", "0",
-                "-s", str(run.seed),
+                "-s", str(run.seed + repeat),
             ]  # fmt: skip
             log = _run_upstream(cmd)
             decoded = _field(_DECODED, log, "decoded")

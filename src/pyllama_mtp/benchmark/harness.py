@@ -119,8 +119,11 @@ def run(opts: Options) -> dict[str, Any]:
             if regime == "mixed":
                 with Model(pair.target_gguf, n_gpu_layers=n_gpu_layers) as target:
                     temperature = pairs.calibrate_temperature(target, opts.mixed_acceptance)
-            regimes[regime] = {"pair": "random" if regime == "random" else "agree", "temperature": temperature}
-            cell = contenders.Run(shape, regime, pair, temperature, n_predict, opts.repeats)
+            # sampled paths vary from pass to pass: the mixed regime takes three
+            repeats = max(opts.repeats, 3) if temperature > 0 else opts.repeats
+            pair_kind = "random" if regime == "random" else "agree"
+            regimes[regime] = {"pair": pair_kind, "temperature": temperature, "repeats": repeats}
+            cell = contenders.Run(shape, regime, pair, temperature, n_predict, repeats)
             rows += _cell(opts, cell, n_gpu_layers, hf_device)
     report.fill_model(rows)
     result = {

@@ -7,7 +7,8 @@ A result is one JSON object (``SCHEMA_VERSION``)::
     commit      str | null, our commit
     llama_cpp_commit, backends, date (ISO), mode ("gpu" | "cpu"), n_predict, prompts
     shapes      {shape name: {target/drafter widths, layers, vocab, ...}}
-    regimes     {regime name: {"temperature": float, "pair": "agree" | "random"}}
+    regimes     {regime name: {"temperature": float, "pair": "agree" | "random", "repeats": passes
+                over the prompts per contender}}
     rows        [row], one per contender x shape x regime:
         name          "ours-baseline" | "ours-draft-mtp-k{k}" | "ours-draft-mtp-k{k}-loop" (our session
                       drafting with upstream's per-token loop instead of one fused graph)
