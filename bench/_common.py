@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
+import json
+from pathlib import Path
+from typing import Any
+
+from pyllama_mtp.benchmark.harness import git_commit
+
+__all__ = ["git_commit", "write_result"]
 
 
-def git_commit() -> str | None:
-    """The checkout's short commit, or None outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-    except OSError:
-        return None
-    return out.stdout.strip() or None
+def write_result(result: dict[str, Any], out: str | Path | None) -> None:
+    """Print the result as indented JSON, and write it to ``out`` when given."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")

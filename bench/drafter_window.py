@@ -12,13 +12,13 @@ sliding keys our drafter reads. Prints JSON; a measurement of numerics, not of s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from _common import write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_session import PROMPTS  # noqa: E402
@@ -74,10 +74,7 @@ def main() -> int:
         ref = hf_first_logits(pair, prompt, keep)
         nmse["all" if keep is None else str(keep)] = float(((ours - ref) ** 2).sum() / (ref**2).sum())
     result = {"sliding_window": w, "prompt_tokens": len(prompt), "nmse_by_hf_sliding_keys": nmse}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_result(result, args.out)
     return 0
 
 

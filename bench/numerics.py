@@ -10,7 +10,6 @@ decode and token-by-token decodes of the same sequence, and between the batched 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 
 def main() -> int:
     import torch
+    from _common import write_result  # bench/ is on sys.path when a script here runs
 
     from pyllama_mtp import Context, Model, build_info
     from pyllama_mtp.fixtures import build_pair, hf_target
@@ -54,11 +54,7 @@ def main() -> int:
                     }
                 )
     result = {"backends": info.backends, "gpu_offload": info.gpu_offload, "logit_std": float(ref.std()), "rows": rows}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    write_result(result, args.out)
     return 0
 
 

@@ -17,7 +17,6 @@ beside a CPU build of torch: PyanNet's forward never calls torchaudio, so it is 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +30,7 @@ for name in ("torchaudio", "torchaudio.functional", "torchaudio.transforms", "to
     sys.modules.setdefault(name, stub)
 
 import torch  # noqa: E402
-from _common import git_commit  # noqa: E402
+from _common import git_commit, write_result  # noqa: E402
 from pyannote.audio.core.task import Problem, Resolution, Specifications  # noqa: E402
 from pyannote.audio.models.segmentation import PyanNet  # noqa: E402
 
@@ -114,9 +113,7 @@ def main() -> int:
         "argmax_agreement": agree / frames,
         "reference_class_histogram": classes.tolist(),
     }
-    print(json.dumps(result, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(result, args.out)
     return 0 if worst <= 1e-4 else 1
 
 

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from _common import git_commit
+from _common import git_commit, write_result
 
 from pyllama_mtp import Model, MtpSession, build_info
 from pyllama_mtp.fixtures import PairConfig, build_pair
@@ -105,10 +105,7 @@ def main() -> int:
             "routed_over_full_tokens_per_s": by["routed-head-k3"]["tokens_per_s"] / by["full-head-k3"]["tokens_per_s"],
         },
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    write_result(result, args.out)
     return 0
 
 

@@ -155,8 +155,6 @@ def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
 
     target_ffn = cfg.intermediate or 2 * cfg.target_hidden
     target_cfg = text_cfg(cfg.target_hidden, cfg.target_layers, cfg.full_every, target_ffn)
-    with torch.device(device or "cpu"):
-        target = Gemma4ForCausalLM(target_cfg).eval()
     routing = {}
     if cfg.centroids > 0:
         routing = dict(
@@ -167,9 +165,9 @@ def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
         backbone_hidden_size=cfg.target_hidden,
         **routing,
     )
-    with torch.device(device or "cpu"):
-        drafter = Gemma4AssistantForCausalLM(acfg).eval()
     with torch.device(device or "cpu"), torch.no_grad():
+        target = Gemma4ForCausalLM(target_cfg).eval()
+        drafter = Gemma4AssistantForCausalLM(acfg).eval()
         if cfg.centroids > 0:
             # HF initialises the ordering to zeros; a real one is a permutation of the vocabulary
             drafter.masked_embedding.token_ordering.copy_(torch.randperm(vocab))

@@ -129,7 +129,7 @@ def run(opts: Options) -> dict[str, Any]:
     result = {
         "schema": report.SCHEMA_VERSION,
         "device": device_name(opts.mode),
-        "commit": opts.commit or _git_commit(),
+        "commit": opts.commit or git_commit(),
         "llama_cpp_commit": info.llama_cpp_commit,
         "backends": list(info.backends),
         "date": datetime.date.today().isoformat(),
@@ -146,7 +146,8 @@ def run(opts: Options) -> dict[str, Any]:
     return result
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The checkout's short commit, or None outside a git checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
     except OSError:

@@ -211,7 +211,8 @@ int32_t decode_target(llama_mtp_session * s, common_batch & batch) {
         set_error_with_log("target decode returned " + std::to_string(rc));
         return LLAMA_MTP_ERR_DECODE;
     }
-    if (s->spec && !common_speculative_process(s->spec.get(), batch)) {
+    // (fused drafting keeps its own row; upstream's driver would copy every verify row for nothing)
+    if (s->spec && !s->fused && !common_speculative_process(s->spec.get(), batch)) {
         set_error_with_log("the drafter failed to process the target batch");
         return LLAMA_MTP_ERR_DECODE;
     }
