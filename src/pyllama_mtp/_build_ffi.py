@@ -71,7 +71,8 @@ struct llama_mtp_step_result {
 };
 struct llama_mtp_stats {
     int64_t n_prompt; int64_t n_prompt_reused; int64_t n_generated; int64_t n_drafted; int64_t n_accepted;
-    int64_t n_steps; int64_t n_target_passes; int64_t n_draft_calls; int64_t t_prompt_us; int64_t t_generate_us;
+    int64_t n_steps; int64_t n_target_passes; int64_t n_draft_calls; int64_t n_sampled_on_backend;
+    int64_t t_prompt_us; int64_t t_generate_us;
     int64_t drafted_by_pos[16]; int64_t accepted_by_pos[16];
 };
 struct llama_mtp_session;

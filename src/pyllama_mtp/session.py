@@ -74,6 +74,8 @@ class MtpStats:
     generate_seconds: float
     drafted_by_position: tuple[int, ...] = ()
     accepted_by_position: tuple[int, ...] = ()
+    #: generated tokens that the target's graph sampled (``backend_sampling``), not the host
+    n_sampled_on_backend: int = 0
 
     @property
     def acceptance_rate(self) -> float:
@@ -120,9 +122,10 @@ class MtpSession(NativeResource):
     layers); ``n_draft=0`` runs the target alone with the same sampler, the baseline
     that greedy draft-MTP output must equal token for token. A new prompt that repeats the
     start of the previous prompt and its output reuses that part of the KV cache
-    (``stats.n_prompt_reused``). ``backend_sampling=False`` picks draft tokens on the host
-    from full logits rows instead of a top-k on the device (slower; the draft context keeps
-    its logits). A ``gemma4_assistant`` drafter drafts all ``n_draft`` tokens in one graph on
+    (``stats.n_prompt_reused``). ``backend_sampling=False`` samples the target's verify rows and
+    picks draft tokens on the host from full logits rows, instead of in the models' graphs
+    on the device (slower; same tokens up to float rounding, same random stream). A
+    ``gemma4_assistant`` drafter drafts all ``n_draft`` tokens in one graph on
     the backend, each step's argmax feeding the next (``fused_draft=False``, or ``p_min > 0``:
     upstream's loop, one decode and host round trip per draft token; same greedy drafts).
     The models must stay open while the session is.
@@ -302,6 +305,7 @@ class MtpSession(NativeResource):
             generate_seconds=s.t_generate_us / 1e6,
             drafted_by_position=tuple(int(x) for x in s.drafted_by_pos[0:n]),
             accepted_by_position=tuple(int(x) for x in s.accepted_by_pos[0:n]),
+            n_sampled_on_backend=int(s.n_sampled_on_backend),
         )
 
     def reset(self) -> None:

@@ -129,7 +129,7 @@ struct llama_mtp_session_params {
     int32_t  n_threads;         // <= 0 = hardware threads (default 0)
     bool     swa_full;          // full-size sliding-window cache for the target (default false)
     bool     offload_kqv;       // KV cache on the GPU (default true)
-    bool     backend_sampling;  // draft top-k on the backend, as upstream (default true)
+    bool     backend_sampling;  // sample verify rows and draft top-k on the backend (default true)
     bool     fused_draft;       // gemma4-assistant: all n_draft steps in one graph (default true)
     int32_t  type_kv;           // KV cache element type, an enum ggml_type (default GGML_TYPE_F16)
     int32_t  flash_attn;        // enum llama_flash_attn_type: -1 auto, 0 off, 1 on (default -1)
@@ -159,6 +159,7 @@ struct llama_mtp_stats {
     int64_t n_steps;                               // draft -> verify -> accept steps (one verify pass each)
     int64_t n_target_passes;                       // target decode calls (prompt chunks + verify batches)
     int64_t n_draft_calls;                         // drafter calls (one per step that drafted)
+    int64_t n_sampled_on_backend;                  // emitted tokens sampled in the target's graph
     int64_t t_prompt_us;                           // time spent on prompts
     int64_t t_generate_us;                         // time spent in steps
     int64_t drafted_by_pos[LLAMA_MTP_MAX_DRAFT];   // draft tokens proposed at each draft position

@@ -64,9 +64,10 @@ struct llama_mtp_session {
     llama_model *            drafter = nullptr;  // the model of ctx_dft (the target itself for in-file heads)
     const llama_vocab *      vocab   = nullptr;
 
+    // (declared before ctx_tgt, so freed after it: the target context may hold it as its backend sampler)
+    std::unique_ptr<llama_sampler, sampler_deleter>          smpl;
     std::unique_ptr<llama_context, context_deleter>          ctx_tgt;
     std::unique_ptr<llama_context, context_deleter>          ctx_dft;
-    std::unique_ptr<llama_sampler, sampler_deleter>          smpl;
     std::unique_ptr<common_speculative, speculative_deleter> spec;
 
     common_batch batch_tgt;
@@ -450,6 +451,7 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
         }
     }
     const int32_t n_accepted = n_emit - 1;
+    const bool    on_backend = llama_get_sampled_token_ith(s->ctx_tgt.get(), 0) != LLAMA_TOKEN_NULL;
     if (s->trace) {
         write_trace(s, out, n_emit, n_accepted, t_verify0 - t_draft0, ggml_time_us() - t_verify0);
     }
@@ -485,6 +487,7 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     res->done       = s->done;
     s->stats.n_steps++;
     s->stats.n_generated += n_emit;
+    s->stats.n_sampled_on_backend += on_backend ? n_emit : 0;
     s->stats.n_drafted += n_draft;
     s->stats.n_accepted += n_accepted;
     s->stats.t_generate_us += ggml_time_us() - t0;
@@ -545,6 +548,17 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
         tp.flash_attn               = params.flash_attn;
         llama_context_params cp     = llama_mtp_internal::to_llama_params(tp);
         cp.n_rs_seq                 = static_cast<uint32_t>(params.n_draft);  // rollback for recurrent targets
+        // Backend sampling of the verify rows: every row is sampled in the target's graph and the
+        // host reads n_draft + 1 ids instead of as many vocab-wide logits rows. The dist sampler's
+        // draws are transactional, so a rejected row's draw is given back and the random stream
+        // is the one host sampling would use.
+        s->smpl.reset(make_target_sampler(params));
+        llama_sampler_seq_config target_sampler{0, s->smpl.get()};
+        if (params.backend_sampling) {
+            cp.samplers              = &target_sampler;
+            cp.n_samplers            = 1;
+            cp.n_outputs_max_per_seq = static_cast<uint32_t>(params.n_draft) + 1;
+        }
         s->ctx_tgt.reset(llama_init_from_model(target, cp));
         if (!s->ctx_tgt) {
             set_error_with_log("failed to create the target context");
@@ -553,10 +567,13 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
         if (s->drafter != nullptr) {
             // as upstream's common_speculative_init_result: same size, target as ctx_other,
             // swa_full inherited from the target (never forced on for the draft)
-            cp.ctx_type  = LLAMA_CONTEXT_TYPE_MTP;
-            cp.n_ctx     = llama_n_ctx(s->ctx_tgt.get());
-            cp.n_rs_seq  = 0;
-            cp.ctx_other = s->ctx_tgt.get();
+            cp.samplers              = nullptr;
+            cp.n_samplers            = 0;
+            cp.n_outputs_max_per_seq = 0;
+            cp.ctx_type              = LLAMA_CONTEXT_TYPE_MTP;
+            cp.n_ctx                 = llama_n_ctx(s->ctx_tgt.get());
+            cp.n_rs_seq              = 0;
+            cp.ctx_other             = s->ctx_tgt.get();
             s->ctx_dft.reset(llama_init_from_model(s->drafter, cp));
             if (!s->ctx_dft) {
                 set_error_with_log("failed to create the MTP draft context");
@@ -571,7 +588,6 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
                 return LLAMA_MTP_ERR_IO;
             }
         }
-        s->smpl.reset(make_target_sampler(params));
         s->batch_tgt = common_batch(s->ctx_tgt.get());
         // fused drafting needs greedy drafts (no p_min cut-off) from a drafter that reads the
         // target's KV: a gemma4-assistant
