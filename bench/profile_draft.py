@@ -1,8 +1,9 @@
 """Where a draft step's time goes: fused drafter decode time against k, on the random pair.
 
 Each variant runs in its own process (the environment decides what ggml's CUDA backend does):
-``default``, ``no-cuda-graphs`` (GGML_CUDA_DISABLE_GRAPHS=1), ``no-flash-attn`` and ``debug-log``
-(ggml's debug log: how often the CUDA backend captured or re-captured a graph, and the splits). A fit of the
+``default``, ``no-cuda-graphs`` (GGML_CUDA_DISABLE_GRAPHS=1), ``no-flash-attn``, ``debug-log``
+(ggml's debug log: how often the CUDA backend captured or re-captured a graph, and the splits)
+and ``mmf-verify`` (GGML_CUDA_MMVF_MAX_BATCH=1: verify batches on mmf, as upstream; patch 0012). A fit of the
 drafter's time per call against k separates the per-call cost (host work, launch, read-back)
 from the per-step cost (the chained step's kernels). The k = 0 row is the target alone.
 
@@ -33,6 +34,7 @@ VARIANTS = {
     "no-cuda-graphs": {"GGML_CUDA_DISABLE_GRAPHS": "1"},
     "no-flash-attn": {"PYLLAMA_MTP_PROFILE_FLASH_ATTN": "0"},
     "debug-log": {"PYLLAMA_MTP_VERBOSITY": "2"},
+    "mmf-verify": {"GGML_CUDA_MMVF_MAX_BATCH": "1"},  # upstream's kernel choice for 2..4-token batches
 }
 # ggml's log lines that say whether the CUDA backend replays graphs and how a graph is split
 LOG_MARKS = ("CUDA graph warmup complete", "CUDA graph warmup reset", "disabling CUDA graphs", "splits = ")
@@ -91,6 +93,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="where HF builds the pair (cpu for a tiny shape)")
     parser.add_argument("--n-predict", type=int, default=128)
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="(internal) measure one variant in this process")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--kernels", action="store_true", help="one profiled k=3 generation, for ncu")
     parser.add_argument("--commit")
     parser.add_argument("--out")
@@ -99,7 +102,8 @@ def main() -> None:
         print(json.dumps(measure(args.shape, args.device, args.n_predict, args.kernels)))
         return
     variants = {}
-    for name, env in VARIANTS.items():
+    for name in args.variants:
+        env = VARIANTS[name]
         cmd = [
             sys.executable,
             __file__,

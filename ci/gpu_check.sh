@@ -93,8 +93,13 @@ echo "routed head bench: rc $? after $((SECONDS - t0)) s"
 fi
 left=$((budget - (SECONDS - t0)))
 # the GPU-specific files first, the slow child-process corpora and the 1000-cycle test last
-order="test_fused_draft.py test_bench_harness.py test_routed_head.py test_placement.py test_context_shift.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py test_model.py
- test_info.py test_trace.py test_cli.py test_patches.py test_vendor.py test_gguf_fuzz.py test_resources.py"
+first="test_fused_draft.py test_long_vocab.py test_backend_sampling.py test_bench_harness.py test_routed_head.py
+ test_placement.py test_context_shift.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py
+ test_model.py test_info.py test_trace.py test_cli.py test_patches.py test_vendor.py"
+last="test_gguf_fuzz.py test_resources.py"
+# every other test file (but segmentation's, run above) goes between them
+rest=$(cd tests && ls test_*.py | grep -vxF -e test_segmentation.py $(printf -- '-e %s ' $first $last) | tr '\n' ' ')
+order="$first $rest $last"
 # shellcheck disable=SC2086
 (cd tests && timeout "$left" python3 -m pytest -v -p no:cacheprovider --rootdir=.. -c ../pyproject.toml $order \
     > "$out/tests.log" 2>&1)
