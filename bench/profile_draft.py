@@ -1,9 +1,8 @@
 """Where a draft step's time goes: fused drafter decode time against k, on the random pair.
 
 Each variant runs in its own process (the environment decides what ggml's CUDA backend does):
-``default``, ``no-cuda-graphs`` (GGML_CUDA_DISABLE_GRAPHS=1), ``no-flash-attn``, ``debug-log``
-(ggml's debug log: how often the CUDA backend captured or re-captured a graph, and the splits)
-and ``mmf-verify`` (GGML_CUDA_MMVF_MAX_BATCH=1: verify batches on mmf, as upstream; patch 0012). A fit of the
+``default``, ``no-cuda-graphs`` (GGML_CUDA_DISABLE_GRAPHS=1), ``no-flash-attn`` and ``debug-log``
+(ggml's debug log: how often the CUDA backend captured or re-captured a graph, and the splits). A fit of the
 drafter's time per call against k separates the per-call cost (host work, launch, read-back)
 from the per-step cost (the chained step's kernels). The k = 0 row is the target alone.
 
@@ -34,7 +33,6 @@ VARIANTS = {
     "no-cuda-graphs": {"GGML_CUDA_DISABLE_GRAPHS": "1"},
     "no-flash-attn": {"PYLLAMA_MTP_PROFILE_FLASH_ATTN": "0"},
     "debug-log": {"PYLLAMA_MTP_VERBOSITY": "2"},
-    "mmf-verify": {"GGML_CUDA_MMVF_MAX_BATCH": "1"},  # upstream's kernel choice for 2..4-token batches
 }
 # ggml's log lines that say whether the CUDA backend replays graphs and how a graph is split
 LOG_MARKS = ("CUDA graph warmup complete", "CUDA graph warmup reset", "disabling CUDA graphs", "splits = ")
