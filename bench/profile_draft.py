@@ -35,7 +35,8 @@ VARIANTS = {
     "debug-log": {"PYLLAMA_MTP_VERBOSITY": "2"},
 }
 # ggml's log lines that say whether the CUDA backend replays graphs and how a graph is split
-LOG_MARKS = ("CUDA graph warmup complete", "CUDA graph warmup reset", "disabling CUDA graphs", "splits = ")
+SPLITS = "splits = "
+LOG_MARKS = ("CUDA graph warmup complete", "CUDA graph warmup reset", "disabling CUDA graphs", SPLITS)
 PROMPT = "the quick brown fox jumps over the lazy dog"
 
 
@@ -121,7 +122,7 @@ def main() -> None:
         if name == "debug-log":
             lines = res.stderr.splitlines()
             variants[name]["log"] = {mark: sum(mark in line for line in lines) for mark in LOG_MARKS}
-            variants[name]["graph_splits_lines"] = sorted({line.strip() for line in lines if "splits = " in line})
+            variants[name]["graph_splits_lines"] = sorted({line.strip() for line in lines if SPLITS in line})
     write_result(
         {"commit": args.commit or git_commit(), "shape": args.shape, "regime": "random", "variants": variants},
         args.out,

@@ -1,8 +1,8 @@
 // Draft-MTP sessions: the speculative loop of upstream's examples/speculative-simple, as a
-// resumable C API. Drafting is upstream's common_speculative (draft-mtp); verification samples
-// every verified row with the target's own sampler, so greedy output equals plain greedy
-// decoding and sampled output follows the target's distribution (the drafter only decides how
-// many rows one target pass can emit).
+// resumable C API. Drafting is one fused graph for a gemma4-assistant (patch 0009), else
+// upstream's common_speculative (draft-mtp); verification samples every verified row with the
+// target's own sampler, so greedy output equals plain greedy decoding and sampled output follows
+// the target's distribution (the drafter only decides how many rows one target pass can emit).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -74,7 +74,7 @@ struct llama_mtp_session {
     common_batch batch_dft;  // the fused draft's one-token batch
     // Fused drafting: the drafter's graph chains all n_draft steps (llama_set_mtp_draft_steps)
     // and one read-back returns the ids; it drafts from the target's nextn row of the last
-    // token in its KV, kept here (upstream's driver keeps its own copy for its own drafting).
+    // token in its KV, kept here (upstream's driver, spec, runs only when not fused).
     bool                     fused = false;
     std::vector<float>       pending_h;
     std::vector<llama_token> tokens_tgt;  // tokens in the target's KV, in order
@@ -212,8 +212,7 @@ int32_t decode_target(llama_mtp_session * s, common_batch & batch) {
         set_error_with_log("target decode returned " + std::to_string(rc));
         return LLAMA_MTP_ERR_DECODE;
     }
-    // (fused drafting keeps its own row; upstream's driver would copy every verify row for nothing)
-    if (s->spec && !s->fused && !common_speculative_process(s->spec.get(), batch)) {
+    if (s->spec && !common_speculative_process(s->spec.get(), batch)) {
         set_error_with_log("the drafter failed to process the target batch");
         return LLAMA_MTP_ERR_DECODE;
     }
@@ -304,7 +303,7 @@ int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_promp
     s->spec.reset();
     const int32_t n_keep = keep_prefix(s, prompt, n_prompt);
     s->kv_valid          = false;  // until the prompt is in
-    if (s->ctx_dft) {
+    if (s->ctx_dft && !s->fused) {
         common_params_speculative sp;
         sp.types                  = {COMMON_SPECULATIVE_TYPE_DRAFT_MTP};
         sp.draft.n_max            = s->params.n_draft;
@@ -400,21 +399,21 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     const int64_t t_draft0 = ggml_time_us();
     s->draft.clear();
     const int32_t n_draft_max = std::max(0, std::min({s->params.n_draft, n_ctx - s->n_past - 2, s->n_left - 1}));
-    if (s->spec && n_draft_max > 0) {
-        common_speculative_get_draft_params(s->spec.get(), 0) = {
-            /* .drafting = */ true,
-            /* .n_max    = */ n_draft_max,
-            /* .pos0     = */ s->n_past,
-            /* .id_last  = */ s->id_last,
-            /* .prompt   = */ &s->tokens_tgt,
-            /* .result   = */ &s->draft,
-        };
+    if ((s->fused || s->spec) && n_draft_max > 0) {
         if (s->fused) {
             const int32_t rc = draft_fused(s, n_draft_max);
             if (rc != LLAMA_MTP_OK) {
                 return rc;
             }
         } else {
+            common_speculative_get_draft_params(s->spec.get(), 0) = {
+                /* .drafting = */ true,
+                /* .n_max    = */ n_draft_max,
+                /* .pos0     = */ s->n_past,
+                /* .id_last  = */ s->id_last,
+                /* .prompt   = */ &s->tokens_tgt,
+                /* .result   = */ &s->draft,
+            };
             common_speculative_draft(s->spec.get());
         }
         s->stats.n_draft_calls++;
@@ -595,6 +594,11 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
                    meta(s->drafter, "general.architecture") == "gemma4-assistant" &&
                    llama_get_ctx_other(s->ctx_dft.get()) == s->ctx_tgt.get();
         if (s->fused) {
+            // Upstream's driver is not started for a fused session: it would attach a top-k
+            // sampler to the draft graph (run on every call, never read) and copy every verify
+            // row. What it would set that the fused graph needs is the nextn rows' output.
+            llama_set_embeddings_nextn(s->ctx_tgt.get(), true, /*masked=*/false);
+            llama_set_embeddings_nextn(s->ctx_dft.get(), true, /*masked=*/true);
             llama_set_mtp_draft_steps(s->ctx_dft.get(), params.n_draft);
             s->batch_dft = common_batch(s->ctx_dft.get());
             s->pending_h.assign(static_cast<size_t>(llama_model_n_embd_out(s->target)), 0.0f);
