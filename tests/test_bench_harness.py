@@ -55,7 +55,7 @@ def test_cpu_mode_runs_every_contender_and_regime(cpu_result: dict[str, Any]) ->
     assert cpu_result["mode"] == "cpu" and list(cpu_result["shapes"]) == ["tiny"]
     names = {(r["name"], r["regime"]) for r in cpu_result["rows"]}
     for regime in ("agree", "random", "mixed"):
-        for name in ("ours-baseline", "ours-draft-mtp-k1", "ours-draft-mtp-k3"):
+        for name in ("ours-baseline", "ours-draft-mtp-k1", "ours-draft-mtp-k3", "ours-draft-mtp-k3-async"):
             assert (name, regime) in names
     for regime in ("agree", "random"):  # HF runs greedy only
         assert ("hf-baseline", regime) in names and ("hf-assisted-k3", regime) in names
@@ -96,7 +96,13 @@ def test_model_fields_follow_the_measurements(cpu_result: dict[str, Any]) -> Non
     assert summary["ours_over_hf"] == pytest.approx(k3["tokens_per_s"] / hf["tokens_per_s"])
     assert summary["efficiency_high_acceptance"] == pytest.approx(k3["efficiency"])
     assert summary["draft_step_ms"] == pytest.approx(k3["draft_step_ms"])
-    assert summary["async_over_sync_high_acceptance"] is None
+    k3_async = _row(cpu_result, "ours-draft-mtp-k3-async", "agree")
+    assert summary["async_over_sync_high_acceptance"] == pytest.approx(k3_async["tokens_per_s"] / k3["tokens_per_s"])
+    # the pipelines differ in speed only: the same seeds give the same tokens and acceptance
+    for regime in ("agree", "random", "mixed"):
+        for k in (1, 3):
+            sync, pipelined = (_row(cpu_result, f"ours-draft-mtp-k{k}{s}", regime) for s in ("", "-async"))
+            assert (pipelined["acceptance"], pipelined["tokens"]) == (sync["acceptance"], sync["tokens"])
     assert all(math.isfinite(v) for v in (summary["c"], summary["target_step_ms"]))
 
 

@@ -60,9 +60,11 @@ struct llama_mtp_memory { size_t model; size_t context; size_t compute; };
 int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_mtp_memory * out);
 
 #define LLAMA_MTP_MAX_DRAFT 16
+enum llama_mtp_pipeline { LLAMA_MTP_PIPELINE_SYNC = 0, LLAMA_MTP_PIPELINE_ASYNC = 1 };
 struct llama_mtp_session_params {
     int32_t n_draft; float p_min; uint32_t n_ctx; uint32_t n_batch; int32_t n_threads;
-    bool swa_full; bool offload_kqv; bool backend_sampling; bool fused_draft; int32_t type_kv;
+    bool swa_full; bool offload_kqv; bool backend_sampling; bool fused_draft; int32_t pipeline; int32_t speculate_row;
+    int32_t type_kv;
     int32_t flash_attn;
     float temperature; int32_t top_k; float top_p; uint32_t seed; const char * trace_path;
 };
@@ -71,7 +73,8 @@ struct llama_mtp_step_result {
 };
 struct llama_mtp_stats {
     int64_t n_prompt; int64_t n_prompt_reused; int64_t n_generated; int64_t n_drafted; int64_t n_accepted;
-    int64_t n_steps; int64_t n_target_passes; int64_t n_draft_calls; int64_t n_sampled_on_backend;
+    int64_t n_steps; int64_t n_target_passes; int64_t n_draft_calls; int64_t n_draft_speculative;
+    int64_t n_draft_cancelled; int64_t n_sampled_on_backend;
     int64_t t_prompt_us; int64_t t_generate_us;
     int64_t drafted_by_pos[16]; int64_t accepted_by_pos[16];
 };

@@ -6,13 +6,14 @@ tokens) or a whole generation, so Python pays per step, never per token.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import os
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ._native import check, ffi, lib
 from ._native import kv_cache_type as _kv_type
@@ -22,6 +23,11 @@ from .model import Model
 
 MAX_DRAFT = int(lib.LLAMA_MTP_MAX_DRAFT)
 _DEFAULT_SEED = 0xFFFFFFFF
+
+#: ``"sync"``: draft, verify, accept, one after the other. ``"async"``: the next step's draft is
+#: queued on the device behind the verify pass (see :class:`MtpSession`).
+Pipeline = Literal["sync", "async"]
+_PIPELINES: dict[str, int] = {"sync": int(lib.LLAMA_MTP_PIPELINE_SYNC), "async": int(lib.LLAMA_MTP_PIPELINE_ASYNC)}
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,10 @@ class MtpStats:
     accepted_by_position: tuple[int, ...] = ()
     #: generated tokens that the target's graph sampled (``backend_sampling``), not the host
     n_sampled_on_backend: int = 0
+    #: ``pipeline="async"``: drafts queued behind a verify pass before its result was known
+    n_draft_speculative: int = 0
+    #: ... of which the verification made useless (it accepted another number of drafts)
+    n_draft_cancelled: int = 0
 
     @property
     def acceptance_rate(self) -> float:
@@ -128,8 +138,14 @@ class MtpSession(NativeResource):
     ``gemma4_assistant`` drafter drafts all ``n_draft`` tokens in one graph on
     the backend, each step's argmax feeding the next (``fused_draft=False``, or ``p_min > 0``:
     upstream's loop, one decode and host round trip per draft token; same greedy drafts).
+    ``pipeline="async"`` (a fused ``gemma4_assistant`` drafter with ``backend_sampling``) queues
+    each step's next draft on the device behind its verify pass, from the row the session predicts
+    will be the last accepted one, and cancels it when the verification ends elsewhere: the same
+    tokens, drafts and acceptance as ``"sync"``, with the drafter's host work off the critical path
+    (``stats.n_draft_speculative``, ``stats.n_draft_cancelled``).
     The models must stay open while the session is.
-    Not thread-safe: use one session per thread.
+    Not thread-safe: use one session per thread (sessions on separate threads run in parallel;
+    every native call releases the GIL). :meth:`agenerate` streams to ``asyncio`` code.
     """
 
     _kind = "session"
@@ -152,9 +168,14 @@ class MtpSession(NativeResource):
         trace: str | os.PathLike[str] | None = None,
         backend_sampling: bool = True,
         fused_draft: bool = True,
+        pipeline: Pipeline = "sync",
+        speculate_row: int | None = None,
     ) -> None:
         if not 0 <= n_draft <= MAX_DRAFT:
             raise ValueError(f"n_draft must be in [0, {MAX_DRAFT}], got {n_draft}")
+        if pipeline not in _PIPELINES:
+            raise ValueError(f"pipeline must be one of {sorted(_PIPELINES)}, got {pipeline!r}")
+        self.pipeline = pipeline
         self.target = target
         self.drafter = drafter
         self.n_draft = n_draft
@@ -171,6 +192,9 @@ class MtpSession(NativeResource):
         params.flash_attn = -1 if flash_attn is None else int(flash_attn)
         params.backend_sampling = backend_sampling
         params.fused_draft = fused_draft
+        params.pipeline = _PIPELINES[pipeline]
+        # diagnostics: queue every next draft from this verify row, not the predicted one
+        params.speculate_row = -1 if speculate_row is None else speculate_row
         params.temperature = self.sampling.temperature
         params.top_k = self.sampling.top_k
         params.top_p = self.sampling.top_p
@@ -184,10 +208,8 @@ class MtpSession(NativeResource):
         check(lib.llama_mtp_session_create(target.ptr, drafter_ptr, params, out), where, IncompatibleModelsError)
         self._ptr = out[0]
         self._generation = 0
-        self._buf = ffi.new("llama_token[]", MAX_DRAFT + 1)
         # native calls release the GIL; one session's state must never see two at once
         self._busy = threading.Lock()
-        self._res = ffi.new("struct llama_mtp_step_result *")
 
     def _free(self, ptr: Any) -> None:
         lib.llama_mtp_session_free(ptr)
@@ -237,21 +259,40 @@ class MtpSession(NativeResource):
         Starting another generation on this session ends this iterator.
         """
         generation = self._start(self._prompt_ids(prompt), max_tokens)
-        res = self._res
-        while True:
-            if generation != self._generation:
-                raise RuntimeError("this generation was superseded by a newer one on the same session")
-            with self._exclusive():
-                check(lib.llama_mtp_session_step(self.ptr, self._buf, MAX_DRAFT + 1, res))
-            if res.n_tokens == 0 and res.done:
+        while (step := self._step(generation)) is not None:
+            yield step
+            if step.done:
                 return
-            yield Step(
-                tokens=list(ffi.unpack(self._buf, res.n_tokens)),
-                draft=list(ffi.unpack(res.draft, res.n_drafted)),
-                n_accepted=int(res.n_accepted),
-                done=bool(res.done),
-            )
-            if res.done:
+
+    def _step(self, generation: int) -> Step | None:
+        """One native step of ``generation``; None when it had already ended."""
+        if generation != self._generation:
+            raise RuntimeError("this generation was superseded by a newer one on the same session")
+        buf = ffi.new("llama_token[]", MAX_DRAFT + 1)
+        res = ffi.new("struct llama_mtp_step_result *")
+        with self._exclusive():
+            check(lib.llama_mtp_session_step(self.ptr, buf, MAX_DRAFT + 1, res))
+        if res.n_tokens == 0 and res.done:
+            return None
+        return Step(
+            tokens=list(ffi.unpack(buf, res.n_tokens)),
+            draft=list(ffi.unpack(res.draft, res.n_drafted)),
+            n_accepted=int(res.n_accepted),
+            done=bool(res.done),
+        )
+
+    async def agenerate(self, prompt: str | Sequence[int], max_tokens: int) -> AsyncIterator[int]:
+        """Stream generated token ids to ``asyncio`` code: ``async for tok in session.agenerate(...)``.
+
+        Each native call runs on a worker thread with the GIL released, so the event loop keeps
+        running while the models compute. Starting another generation on this session ends it.
+        """
+        ids = self._prompt_ids(prompt)
+        generation = await asyncio.to_thread(self._start, ids, max_tokens)
+        while (step := await asyncio.to_thread(self._step, generation)) is not None:
+            for token in step.tokens:
+                yield token
+            if step.done:
                 return
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int) -> Iterator[int]:
@@ -306,6 +347,8 @@ class MtpSession(NativeResource):
             drafted_by_position=tuple(int(x) for x in s.drafted_by_pos[0:n]),
             accepted_by_position=tuple(int(x) for x in s.accepted_by_pos[0:n]),
             n_sampled_on_backend=int(s.n_sampled_on_backend),
+            n_draft_speculative=int(s.n_draft_speculative),
+            n_draft_cancelled=int(s.n_draft_cancelled),
         )
 
     def reset(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..fixtures import Pair
 from ..model import Model
-from ..session import MtpSession, Sampling
+from ..session import MtpSession, Pipeline, Sampling
 from ..trace import read_trace
 
 PROMPTS = (
@@ -59,17 +59,27 @@ def _ttft_ours(session: MtpSession, prompt: str, n_predict: int) -> float:
     return 1e3 * ttft
 
 
-def ours(run: Run, target: Model, drafter: Model, k: int, fused: bool = True) -> dict[str, Any]:
+def ours(
+    run: Run, target: Model, drafter: Model, k: int, fused: bool = True, pipeline: Pipeline = "sync"
+) -> dict[str, Any]:
     """Our session: target alone at k = 0, draft-MTP with ``k`` draft tokens otherwise.
 
     ``fused=False`` drafts with upstream's per-token loop instead of one fused drafter graph
-    (row ``ours-draft-mtp-k{k}-loop``), to show what fusing buys side by side.
+    (row ``ours-draft-mtp-k{k}-loop``), to show what fusing buys side by side;
+    ``pipeline="async"`` queues each next draft behind the verify pass (``...-async``).
     """
     sampling = Sampling(temperature=run.temperature, seed=run.seed if run.temperature > 0 else None)
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "trace.ndjson" if k else None
         with MtpSession(
-            target, drafter if k else None, n_draft=k, n_ctx=N_CTX, sampling=sampling, trace=trace, fused_draft=fused
+            target,
+            drafter if k else None,
+            n_draft=k,
+            n_ctx=N_CTX,
+            sampling=sampling,
+            trace=trace,
+            fused_draft=fused,
+            pipeline=pipeline,
         ) as session:
             session.complete(PROMPTS[0], 8)  # warm-up: graph allocation, first touch of the weights
             ttft = statistics.median(_ttft_ours(session, p, run.n_predict) for p in PROMPTS)
@@ -85,6 +95,7 @@ def ours(run: Run, target: Model, drafter: Model, k: int, fused: bool = True) ->
             stats = session.stats
         draft_ms = read_trace(trace).mean_draft_ms_per_token if trace is not None else None
     name = "ours-baseline" if k == 0 else f"ours-draft-mtp-k{k}" + ("" if fused else "-loop")
+    name += "-async" if pipeline == "async" else ""
     return run.row(
         name,
         "ours",

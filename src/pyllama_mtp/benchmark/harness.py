@@ -69,6 +69,9 @@ def _cell(opts: Options, run: contenders.Run, n_gpu_layers: int, hf_device: str 
             for k in (0, *opts.ks):
                 rows.append(contenders.ours(run, target, drafter, k))
                 opts.log(_line(rows[-1]))
+                if k:  # side by side with the sync row just before it
+                    rows.append(contenders.ours(run, target, drafter, k, pipeline="async"))
+                    opts.log(_line(rows[-1]))
             rows.append(contenders.ours(run, target, drafter, max(opts.ks), fused=False))
             opts.log(_line(rows[-1]))
         prompts = [target.tokenize(p) for p in contenders.PROMPTS]

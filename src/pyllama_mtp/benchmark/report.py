@@ -12,6 +12,7 @@ A result is one JSON object (``SCHEMA_VERSION``)::
     rows        [row], one per contender x shape x regime:
         name          "ours-baseline" | "ours-draft-mtp-k{k}" | "ours-draft-mtp-k{k}-loop" (our session
                       drafting with upstream's per-token loop instead of one fused graph)
+                      | "ours-draft-mtp-k{k}-async" (our session with pipeline="async")
                       | "upstream-draft-mtp-k{k}" | "hf-baseline" | "hf-assisted-k{k}"
         contender     "ours" | "upstream" | "hf"
         shape, regime, k (0 = target alone)
@@ -88,7 +89,8 @@ SUMMARY_KEYS = (
     "ours_over_hf",  # ours / HF assisted generation (bf16 on GPUs), high acceptance
     "fused_over_loop_high_acceptance",  # ours / ours drafting with the per-token loop
     "loop_draft_step_ms",  # the per-token loop's drafter time per draft token
-    "async_over_sync_high_acceptance",  # null until the async pipeline lands
+    "async_over_sync_high_acceptance",  # ours with pipeline="async" / ours sync, same k, high acceptance
+    "async_over_sync_low_acceptance",
 )
 
 HIGH, LOW = "agree", "random"
@@ -170,6 +172,8 @@ def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, A
     up_lo = _find(rows, name=f"upstream-draft-mtp-k{k}", shape=shape, regime=LOW)
     hf_hi = _find(rows, name=f"hf-assisted-k{k}", shape=shape, regime=HIGH)
     loop_hi = _find(rows, name=f"ours-draft-mtp-k{k}-loop", shape=shape, regime=HIGH)
+    async_hi = _find(rows, name=f"ours-draft-mtp-k{k}-async", shape=shape, regime=HIGH)
+    async_lo = _find(rows, name=f"ours-draft-mtp-k{k}-async", shape=shape, regime=LOW)
     target_ms = 1e3 / base["tokens_per_s"] if base and base["tokens_per_s"] else None
     draft_ms = ours_hi["draft_step_ms"] if ours_hi else None
     return {
@@ -188,7 +192,8 @@ def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, A
         "ours_over_hf": _ratio(ours_hi, hf_hi),
         "fused_over_loop_high_acceptance": _ratio(ours_hi, loop_hi),
         "loop_draft_step_ms": loop_hi["draft_step_ms"] if loop_hi else None,
-        "async_over_sync_high_acceptance": None,
+        "async_over_sync_high_acceptance": _ratio(async_hi, ours_hi),
+        "async_over_sync_low_acceptance": _ratio(async_lo, ours_lo),
     }
 
 

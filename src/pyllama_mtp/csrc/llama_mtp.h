@@ -121,6 +121,18 @@ LLAMA_API int32_t llama_mtp_context_memory(const struct llama_context * ctx, str
 
 #define LLAMA_MTP_MAX_DRAFT 16
 
+// How a session's draft and verify passes follow each other.
+enum llama_mtp_pipeline {
+    // draft, then verify, then accept: each step waits for the previous one
+    LLAMA_MTP_PIPELINE_SYNC = 0,
+    // depth 2 (patch 0012): while the target verifies step t, the draft for step t+1 is queued
+    // behind it on the device from the row predicted to be the last accepted one, and cancelled
+    // when the verification ends elsewhere. Same tokens, drafts and acceptance as SYNC. Needs a
+    // fused gemma4-assistant drafter and backend_sampling; the session's drafter context then
+    // runs its decodes on a worker thread of its own.
+    LLAMA_MTP_PIPELINE_ASYNC = 1,
+};
+
 struct llama_mtp_session_params {
     int32_t  n_draft;           // tokens drafted per step, 0..LLAMA_MTP_MAX_DRAFT; 0 = target alone (default 3)
     float    p_min;             // stop drafting below this draft probability (default 0)
@@ -131,12 +143,16 @@ struct llama_mtp_session_params {
     bool     offload_kqv;       // KV cache on the GPU (default true)
     bool     backend_sampling;  // sample verify rows and draft top-k on the backend (default true)
     bool     fused_draft;       // gemma4-assistant: all n_draft steps in one graph (default true)
-    int32_t  type_kv;           // KV cache element type, an enum ggml_type (default GGML_TYPE_F16)
-    int32_t  flash_attn;        // enum llama_flash_attn_type: -1 auto, 0 off, 1 on (default -1)
-    float    temperature;       // <= 0 = greedy (default 0)
-    int32_t  top_k;             // <= 0 = off (default 0)
-    float    top_p;             // >= 1 = off (default 1)
-    uint32_t seed;              // sampling seed (default LLAMA_DEFAULT_SEED)
+    int32_t  pipeline;          // enum llama_mtp_pipeline (default LLAMA_MTP_PIPELINE_SYNC)
+    // ASYNC: queue every next draft from this verify row instead of the predicted one, to test
+    // or measure cancellations (default -1: predicted)
+    int32_t  speculate_row;
+    int32_t  type_kv;      // KV cache element type, an enum ggml_type (default GGML_TYPE_F16)
+    int32_t  flash_attn;   // enum llama_flash_attn_type: -1 auto, 0 off, 1 on (default -1)
+    float    temperature;  // <= 0 = greedy (default 0)
+    int32_t  top_k;        // <= 0 = off (default 0)
+    float    top_p;        // >= 1 = off (default 1)
+    uint32_t seed;         // sampling seed (default LLAMA_DEFAULT_SEED)
     // NDJSON acceptance trace, one line per drafted token (default NULL: the environment
     // variable LLAMA_MTP_ACC_TRACE, if set, else off). Written as the session runs.
     const char * trace_path;
@@ -159,6 +175,8 @@ struct llama_mtp_stats {
     int64_t n_steps;                               // draft -> verify -> accept steps (one verify pass each)
     int64_t n_target_passes;                       // target decode calls (prompt chunks + verify batches)
     int64_t n_draft_calls;                         // drafter calls (one per step that drafted)
+    int64_t n_draft_speculative;                   // async: drafts queued behind a verify pass
+    int64_t n_draft_cancelled;                     // ... of which the verification made useless
     int64_t n_sampled_on_backend;                  // emitted tokens sampled in the target's graph
     int64_t t_prompt_us;                           // time spent on prompts
     int64_t t_generate_us;                         // time spent in steps

@@ -75,8 +75,15 @@ struct llama_mtp_session {
     // Fused drafting: the drafter's graph chains all n_draft steps (llama_set_mtp_draft_steps)
     // and one read-back returns the ids; it drafts from the target's nextn row of the last
     // token in its KV, kept here (upstream's driver, spec, runs only when not fused).
-    bool                     fused = false;
-    std::vector<float>       pending_h;
+    bool               fused = false;
+    std::vector<float> pending_h;
+    // Async pipeline: the next step's draft, queued behind the verify pass from the row the
+    // session predicts will be the last accepted one (llama_decode_mtp_async), ready when
+    // the prediction held. accepted_freq: a decaying count of each n_accepted, the predictor.
+    bool                     async_pipeline = false;
+    bool                     next_ready     = false;
+    std::vector<llama_token> next_draft;
+    float                    accepted_freq[LLAMA_MTP_MAX_DRAFT + 1] = {};
     std::vector<llama_token> tokens_tgt;  // tokens in the target's KV, in order
     std::vector<llama_token> draft;
     llama_token              id_last  = LLAMA_TOKEN_NULL;  // sampled, not yet in the KV
@@ -278,6 +285,93 @@ int32_t draft_fused(llama_mtp_session * s, int32_t n_max) {
     return LLAMA_MTP_OK;
 }
 
+// A speculative draft queued on the drafter; cancelled unless taken, so nothing is left running on
+// the shared KV when a step returns, however it returns.
+struct queued_draft {
+    llama_context * ctx_dft = nullptr;
+    int32_t         row     = -1;  // the verify row it drafts from; -1: none queued
+
+    ~queued_draft() { cancel(); }
+
+    void cancel() {
+        if (row >= 0) {
+            llama_decode_mtp_cancel(ctx_dft);
+            row = -1;
+        }
+    }
+};
+
+// The n_accepted the next verify most likely ends with, or -1 when no value is likely enough
+// (at least half the recent steps) for a speculative draft to pay off: one that turns out wrong
+// holds the drafter while the step drafts again from the right row.
+int32_t predict_accepted(const llama_mtp_session * s) {
+    int32_t best  = 0;
+    float   total = 0.0f;
+    for (int32_t i = 0; i <= s->params.n_draft; ++i) {
+        total += s->accepted_freq[i];
+        if (s->accepted_freq[i] > s->accepted_freq[best]) {
+            best = i;
+        }
+    }
+    return total > 0.0f && s->accepted_freq[best] >= 0.5f * total ? best : -1;
+}
+
+void record_accepted(llama_mtp_session * s, int32_t n_accepted) {
+    for (float & f : s->accepted_freq) {
+        f *= 0.9f;
+    }
+    s->accepted_freq[n_accepted] += 1.0f;
+}
+
+// Draft budget of a step that starts at n_past with n_left tokens still allowed.
+int32_t draft_budget(const llama_mtp_session * s, int32_t n_ctx, int32_t n_past, int32_t n_left) {
+    return std::max(0, std::min({s->params.n_draft, n_ctx - n_past - 2, n_left - 1}));
+}
+
+// prepare_next: with the verify batch queued on the target, queue the next step's draft behind it,
+// as if its first `row` drafts will be accepted (row = the predicted n_accepted). The draft reads
+// the token and hidden row the verify pass produces at that row, on the device.
+void prepare_next(llama_mtp_session * s, queued_draft & q, int32_t n_ctx, int32_t n_draft) {
+    const int32_t row = s->params.speculate_row >= 0 ? s->params.speculate_row : predict_accepted(s);
+    if (row < 0 || row > n_draft || draft_budget(s, n_ctx, s->n_past + 1 + row, s->n_left - 1 - row) <= 0) {
+        return;
+    }
+    llama_mtp_draft_request req{};
+    req.pos     = s->n_past + 1 + row;
+    req.token   = 0;
+    req.h       = nullptr;
+    req.src_row = row;
+    if (llama_decode_mtp_async(s->ctx_dft.get(), req) == 0) {
+        q.ctx_dft = s->ctx_dft.get();
+        q.row     = row;
+        s->stats.n_draft_speculative++;
+    }
+}
+
+// After the accept: keep the queued draft when it was built on the accepted prefix, else cancel it.
+int32_t finish_next(llama_mtp_session * s, queued_draft & q, int32_t n_accepted) {
+    if (q.row < 0) {
+        return LLAMA_MTP_OK;
+    }
+    if (q.row != n_accepted || s->done) {
+        q.cancel();
+        s->stats.n_draft_cancelled++;
+        return LLAMA_MTP_OK;
+    }
+    q.row = -1;
+    llama_token   ids[LLAMA_MTP_MAX_DRAFT];
+    int32_t       n  = 0;
+    const int32_t rc = llama_decode_mtp_wait(s->ctx_dft.get(), ids, LLAMA_MTP_MAX_DRAFT, &n);
+    if (rc != 0 || n < s->params.n_draft) {
+        set_error_with_log("the speculative draft returned " + std::to_string(rc) + " with " + std::to_string(n) +
+                           " tokens");
+        return LLAMA_MTP_ERR_DECODE;
+    }
+    s->next_draft.assign(ids, ids + n);
+    s->next_ready = true;
+    return LLAMA_MTP_OK;
+}
+
 int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_prompt, int32_t n_max) {
     if (prompt == nullptr || n_prompt < 1 || n_max < 0) {
         set_error("start needs at least one prompt token and n_max >= 0");
@@ -300,6 +394,7 @@ int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_promp
     const int64_t t0 = ggml_time_us();
     s->started       = false;
     s->done          = true;
+    s->next_ready    = false;
     s->spec.reset();
     const int32_t n_keep = keep_prefix(s, prompt, n_prompt);
     s->kv_valid          = false;  // until the prompt is in
@@ -398,9 +493,11 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     // draft: no more than fits the context and the remaining budget
     const int64_t t_draft0 = ggml_time_us();
     s->draft.clear();
-    const int32_t n_draft_max = std::max(0, std::min({s->params.n_draft, n_ctx - s->n_past - 2, s->n_left - 1}));
+    const int32_t n_draft_max = draft_budget(s, n_ctx, s->n_past, s->n_left);
     if ((s->fused || s->spec) && n_draft_max > 0) {
-        if (s->fused) {
+        if (s->next_ready) {
+            s->draft.assign(s->next_draft.begin(), s->next_draft.begin() + n_draft_max);
+        } else if (s->fused) {
             const int32_t rc = draft_fused(s, n_draft_max);
             if (rc != LLAMA_MTP_OK) {
                 return rc;
@@ -434,14 +531,19 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     for (size_t i = 0; i < s->draft.size(); ++i) {
         s->batch_tgt.add(s->draft[i], s->n_past + 1 + static_cast<int32_t>(i), 0, true);
     }
-    int32_t rc = decode_target(s, s->batch_tgt);
+    s->next_ready = false;
+    int32_t rc    = decode_target(s, s->batch_tgt);
     if (rc != LLAMA_MTP_OK) {
         return rc;
     }
+    const int32_t n_draft = static_cast<int32_t>(s->draft.size());
+    queued_draft  next;
+    if (s->async_pipeline) {
+        prepare_next(s, next, n_ctx, n_draft);
+    }
 
     // accept: sample each row with the target's sampler while it agrees with the draft
-    const int32_t n_draft = static_cast<int32_t>(s->draft.size());
-    int32_t       n_emit  = 0;
+    int32_t n_emit = 0;
     for (int32_t i = 0; i <= n_draft; ++i) {
         const llama_token id = llama_sampler_sample(s->smpl.get(), s->ctx_tgt.get(), i);
         out[n_emit++]        = id;
@@ -451,6 +553,17 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     }
     const int32_t n_accepted = n_emit - 1;
     const bool    on_backend = llama_get_sampled_token_ith(s->ctx_tgt.get(), 0) != LLAMA_TOKEN_NULL;
+    const int32_t n_kept     = std::min(n_emit, s->n_left);  // what the token budget lets out
+    s->done                  = n_kept == s->n_left || llama_vocab_is_eog(s->vocab, out[n_kept - 1]);
+    if (s->async_pipeline) {
+        rc = finish_next(s, next, n_accepted);
+        if (rc != LLAMA_MTP_OK) {
+            return rc;
+        }
+        if (n_draft > 0) {
+            record_accepted(s, n_accepted);
+        }
+    }
     if (s->trace) {
         write_trace(s, out, n_emit, n_accepted, t_verify0 - t_draft0, ggml_time_us() - t_verify0);
     }
@@ -476,17 +589,15 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
         return LLAMA_MTP_ERR_INTERNAL;
     }
 
-    n_emit = std::min(n_emit, s->n_left);
-    s->n_left -= n_emit;
-    s->done = s->n_left == 0 || llama_vocab_is_eog(s->vocab, out[n_emit - 1]);
+    s->n_left -= n_kept;
 
-    res->n_tokens   = n_emit;
+    res->n_tokens   = n_kept;
     res->n_drafted  = n_draft;
     res->n_accepted = n_accepted;
     res->done       = s->done;
     s->stats.n_steps++;
-    s->stats.n_generated += n_emit;
-    s->stats.n_sampled_on_backend += on_backend ? n_emit : 0;
+    s->stats.n_generated += n_kept;
+    s->stats.n_sampled_on_backend += on_backend ? n_kept : 0;
     s->stats.n_drafted += n_draft;
     s->stats.n_accepted += n_accepted;
     s->stats.t_generate_us += ggml_time_us() - t0;
@@ -508,6 +619,8 @@ struct llama_mtp_session_params llama_mtp_session_default_params(void) {
     p.offload_kqv      = true;
     p.backend_sampling = true;
     p.fused_draft      = true;
+    p.pipeline         = LLAMA_MTP_PIPELINE_SYNC;
+    p.speculate_row    = -1;
     p.type_kv          = GGML_TYPE_F16;
     p.flash_attn       = LLAMA_FLASH_ATTN_TYPE_AUTO;
     p.temperature      = 0.0f;
@@ -603,6 +716,24 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
             s->batch_dft = common_batch(s->ctx_dft.get());
             s->pending_h.assign(static_cast<size_t>(llama_model_n_embd_out(s->target)), 0.0f);
         }
+        if (params.pipeline == LLAMA_MTP_PIPELINE_ASYNC) {
+            if (!s->fused || !params.backend_sampling) {
+                set_error(
+                    "pipeline async needs a gemma4-assistant drafter drafting in one graph (fused_draft, p_min 0) "
+                    "and backend_sampling: the next draft reads the verify pass's sampled token on the device");
+                return LLAMA_MTP_ERR_INVALID_ARG;
+            }
+            if (params.speculate_row < -1 || params.speculate_row > params.n_draft) {
+                set_error("speculate_row must be -1 (predicted) or a verify row in [0, n_draft], got " +
+                          std::to_string(params.speculate_row));
+                return LLAMA_MTP_ERR_INVALID_ARG;
+            }
+            s->async_pipeline = true;
+        } else if (params.pipeline != LLAMA_MTP_PIPELINE_SYNC) {
+            set_error("pipeline must be LLAMA_MTP_PIPELINE_SYNC or LLAMA_MTP_PIPELINE_ASYNC, got " +
+                      std::to_string(params.pipeline));
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
         *out = s.release();
         return LLAMA_MTP_OK;
     });
@@ -686,10 +817,12 @@ int32_t llama_mtp_session_reset(struct llama_mtp_session * session) {
         session->spec.reset();
         session->clear_memory();
         llama_sampler_reset(session->smpl.get());  // back to the seed
-        session->stats    = {};
-        session->started  = false;
-        session->done     = true;
-        session->kv_valid = false;
+        session->stats = {};
+        std::fill(std::begin(session->accepted_freq), std::end(session->accepted_freq), 0.0f);
+        session->next_ready = false;
+        session->started    = false;
+        session->done       = true;
+        session->kv_valid   = false;
         session->tokens_tgt.clear();
         return LLAMA_MTP_OK;
     });
