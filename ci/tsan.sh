@@ -23,5 +23,7 @@ cmake --build "$build" --target async_stress
 
 pair=$(python3 -c "from pyllama_mtp.fixtures import build_pair; p = build_pair(); print(p.target_gguf, p.drafter_gguf)")
 export TSAN_OPTIONS="halt_on_error=1:abort_on_error=1:second_deadlock_stack=1"
+# on the CPU the queued drafts are deferred to the waiting thread by default: force the worker
+export LLAMA_MTP_ASYNC_WORKER=1
 # shellcheck disable=SC2086
 timeout 1800 "$build/async_stress" $pair "${PYLLAMA_MTP_TSAN_CYCLES:-1000}"
