@@ -43,6 +43,7 @@ def main() -> None:
             "sync-again": _run(target, drafter, tmp / "sync-again", args.temperature),
             "async": _run(target, drafter, tmp / "async", args.temperature, pipeline="async"),
         }
+        runs["sync-after-async"] = _run(target, drafter, tmp / "sync-after-async", args.temperature)
         os.environ["LLAMA_MTP_ASYNC_WORKER"] = "0"
         runs["async-deferred"] = _run(target, drafter, tmp / "async-deferred", args.temperature, pipeline="async")
     traces = {name: [json.loads(line) for line in (tmp / name).read_text().splitlines()] for name in runs}
