@@ -21,6 +21,16 @@ def test_generate_with_drafter_streams_the_session_output(
     assert "acceptance rate" in err and f"generated tokens        {len(expected)}" in err
 
 
+def test_generate_async_pipeline_streams_the_same_tokens(
+    pair: Pair, target: Model, drafter: Model, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["generate", "-m", str(pair.target_gguf), "-md", str(pair.drafter_gguf), "-p", "over the lazy dog"]
+    assert main([*args, "-n", "24", "-c", "256", "--pipeline", "async"]) == 0
+    out, _ = capsys.readouterr()
+    with MtpSession(target, drafter, n_ctx=256) as session:
+        assert out == target.detokenize(session.complete("over the lazy dog", 24)) + "\n"
+
+
 def test_generate_without_drafter_is_target_only(pair: Pair, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate", "-m", str(pair.target_gguf), "-p", "fox", "-n", "8", "-c", "256"]) == 0
     _, err = capsys.readouterr()

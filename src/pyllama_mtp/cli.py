@@ -37,7 +37,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         (Model(args.drafter, n_gpu_layers=args.n_gpu_layers) if args.drafter else _nothing()) as drafter,
         MtpSession(
             target, drafter, n_draft=n_draft, p_min=args.p_min, n_ctx=args.ctx_size, n_threads=args.threads,
-            sampling=sampling, trace=args.trace,
+            sampling=sampling, trace=args.trace, pipeline=args.pipeline,
         ) as session,
     ):  # fmt: skip
         start = time.perf_counter()
@@ -236,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-s", "--seed", type=int, default=None)
     gen.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     gen.add_argument("--trace", help="write an NDJSON acceptance trace here (see trace-report)")
+    gen.add_argument(
+        "--pipeline",
+        choices=["sync", "async"],
+        default="sync",
+        help="async: queue each next draft behind the verify pass (same tokens; default sync)",
+    )
     gen.set_defaults(func=_cmd_generate)
     rep = sub.add_parser("trace-report", help="acceptance by draft position from an NDJSON trace")
     rep.add_argument("file")
