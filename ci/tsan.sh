@@ -7,19 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${PYLLAMA_MTP_TSAN_BUILD:-$HOME/.cache/pyllama-mtp/tsan-build}"
-if [ -f "$build/CMakeCache.txt" ] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$PWD" "$build/CMakeCache.txt"; then
-    rm -rf "$build"  # configured from another clone
-fi
-flags="-fsanitize=thread -fno-omit-frame-pointer -g -O1"
-launcher=()
-if command -v ccache >/dev/null 2>&1; then
-    launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-fi
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPYLLAMA_MTP_BACKEND=cpu \
-    -DPYLLAMA_MTP_C_TESTS=ON -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF "${launcher[@]}" \
-    -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
-    -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread" >/dev/null
-cmake --build "$build" --target async_stress
+# shellcheck source=ci/sanitized_build.sh
+. ci/sanitized_build.sh
+sanitized_build "$build" "-fsanitize=thread -fno-omit-frame-pointer -g -O1" "-fsanitize=thread" async_stress
 
 pair=$(python3 -c "from pyllama_mtp.fixtures import build_pair; p = build_pair(); print(p.target_gguf, p.drafter_gguf)")
 export TSAN_OPTIONS="halt_on_error=1:abort_on_error=1:second_deadlock_stack=1"

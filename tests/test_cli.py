@@ -9,26 +9,17 @@ from pyllama_mtp.cli import main
 from pyllama_mtp.fixtures import Pair
 
 
+@pytest.mark.parametrize("pipeline", ["sync", "async"])
 def test_generate_with_drafter_streams_the_session_output(
-    pair: Pair, target: Model, drafter: Model, capsys: pytest.CaptureFixture[str]
+    pair: Pair, target: Model, drafter: Model, pipeline: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["generate", "-m", str(pair.target_gguf), "-md", str(pair.drafter_gguf), "-p", "the quick brown fox"]
-    assert main([*args, "-n", "24", "--n-draft", "2", "-c", "256"]) == 0
+    assert main([*args, "-n", "24", "--n-draft", "2", "-c", "256", "--pipeline", pipeline]) == 0
     out, err = capsys.readouterr()
     with MtpSession(target, drafter, n_draft=2, n_ctx=256) as session:
         expected = session.complete("the quick brown fox", 24)
     assert out == target.detokenize(expected) + "\n"
     assert "acceptance rate" in err and f"generated tokens        {len(expected)}" in err
-
-
-def test_generate_async_pipeline_streams_the_same_tokens(
-    pair: Pair, target: Model, drafter: Model, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = ["generate", "-m", str(pair.target_gguf), "-md", str(pair.drafter_gguf), "-p", "over the lazy dog"]
-    assert main([*args, "-n", "24", "-c", "256", "--pipeline", "async"]) == 0
-    out, _ = capsys.readouterr()
-    with MtpSession(target, drafter, n_ctx=256) as session:
-        assert out == target.detokenize(session.complete("over the lazy dog", 24)) + "\n"
 
 
 def test_generate_without_drafter_is_target_only(pair: Pair, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,15 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "llama_mtp.h"
-
-#define CHECK(cond)                                                                                               \
-    do {                                                                                                          \
-        if (!(cond)) {                                                                                            \
-            fprintf(stderr, "%s:%d: check failed: %s (%s)\n", __FILE__, __LINE__, #cond, llama_mtp_last_error()); \
-            exit(1);                                                                                              \
-        }                                                                                                         \
-    } while (0)
+#include "check.h"
 
 enum { N_DRAFT = 3, N_GEN = 24, N_PROMPTS = 8 };
 
@@ -76,13 +68,10 @@ int main(int argc, char ** argv) {
         fprintf(stderr, "usage: %s TARGET.gguf DRAFTER.gguf [CYCLES]\n", argv[0]);
         return 2;
     }
-    const int cycles = argc > 3 ? atoi(argv[3]) : 1000;
-    llama_mtp_init(1);
-    struct llama_mtp_model_params mp      = llama_mtp_model_default_params();
-    struct llama_model *          target  = NULL;
-    struct llama_model *          drafter = NULL;
-    CHECK(llama_mtp_model_load(argv[1], mp, &target) == LLAMA_MTP_OK);
-    CHECK(llama_mtp_model_load(argv[2], mp, &drafter) == LLAMA_MTP_OK);
+    const int            cycles  = argc > 3 ? atoi(argv[3]) : 1000;
+    struct llama_model * target  = NULL;
+    struct llama_model * drafter = NULL;
+    load_pair(argv[1], argv[2], &target, &drafter);
 
     // the reference generations
     llama_token                expected[N_PROMPTS][N_GEN];

@@ -5,15 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "llama_mtp.h"
-
-#define CHECK(cond)                                                                                               \
-    do {                                                                                                          \
-        if (!(cond)) {                                                                                            \
-            fprintf(stderr, "%s:%d: check failed: %s (%s)\n", __FILE__, __LINE__, #cond, llama_mtp_last_error()); \
-            return 1;                                                                                             \
-        }                                                                                                         \
-    } while (0)
+#include "check.h"
 
 static int generate(struct llama_model * target, struct llama_model * drafter, int32_t n_draft, llama_token * out,
                     int32_t * n_out) {
@@ -40,12 +32,10 @@ int main(int argc, char ** argv) {
         fprintf(stderr, "usage: %s TARGET.gguf DRAFTER.gguf\n", argv[0]);
         return 2;
     }
-    llama_mtp_init(1);
-    struct llama_mtp_model_params mp      = llama_mtp_model_default_params();
-    struct llama_model *          target  = NULL;
-    struct llama_model *          drafter = NULL;
-    CHECK(llama_mtp_model_load(argv[1], mp, &target) == LLAMA_MTP_OK);
-    CHECK(llama_mtp_model_load(argv[2], mp, &drafter) == LLAMA_MTP_OK);
+    struct llama_model * target  = NULL;
+    struct llama_model * drafter = NULL;
+    load_pair(argv[1], argv[2], &target, &drafter);
+    struct llama_mtp_model_params mp = llama_mtp_model_default_params();
 
     llama_token spec[64], base[64];
     int32_t     n_spec[2], n_base[2];
