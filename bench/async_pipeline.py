@@ -6,7 +6,8 @@ and an async session live side by side on the same models and take turns, prompt
 ``--rounds`` rounds; each round gives one tokens/s per pipeline, and the result is the median of
 the per-round ratios with their spread. Greedy, k = 3, on the agreeing pair (acceptance ~1: every
 next draft is queued behind the verify pass and kept) and the random pair (acceptance ~0: queued
-from row 0 and kept); ``--speculate-row`` forces a row instead, to time cancellations.
+from row 0 and kept); ``--mixed-temperature T`` adds the agreeing pair sampled at T (the harness's
+mixed regime: guesses rarely made); ``--speculate-row`` forces a row instead, to time cancellations.
 
     python bench/async_pipeline.py --shape e2b --out bench/results/DATE-DEVICE-async-pipeline.json
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 from _common import git_commit, write_result
 
-from pyllama_mtp import Model, MtpSession, build_info
+from pyllama_mtp import Model, MtpSession, Sampling, build_info
 from pyllama_mtp.benchmark import contenders, shapes
 from pyllama_mtp.benchmark.harness import device_name
 
@@ -35,14 +36,17 @@ def _rate(session: MtpSession, prompt: str, n_predict: int) -> float:
 
 
 def measure(
-    shape: str, regime: str, device: str, k: int, rounds: int, n_predict: int, row: int | None
+    shape: str, regime: str, device: str, k: int, rounds: int, n_predict: int, row: int | None, temperature: float
 ) -> dict[str, Any]:
     pair = shapes.build(shape, regime, device)
+    sampling = Sampling(temperature=temperature, seed=1 if temperature > 0 else None)
     with (
         Model(pair.target_gguf) as target,
         Model(pair.drafter_gguf) as drafter,
-        MtpSession(target, drafter, n_draft=k, n_ctx=N_CTX) as sync,
-        MtpSession(target, drafter, n_draft=k, n_ctx=N_CTX, pipeline="async", speculate_row=row) as pipelined,
+        MtpSession(target, drafter, n_draft=k, n_ctx=N_CTX, sampling=sampling) as sync,
+        MtpSession(
+            target, drafter, n_draft=k, n_ctx=N_CTX, sampling=sampling, pipeline="async", speculate_row=row
+        ) as pipelined,
     ):
         for session in (sync, pipelined):  # warm-up: graphs, first touch of the weights
             session.complete(contenders.PROMPTS[0], 16)
@@ -61,6 +65,7 @@ def measure(
         stats = pipelined.stats
     return {
         "regime": regime,
+        "temperature": temperature,
         "k": k,
         "speculate_row": row,
         "sync_tokens_per_s": statistics.median(rates["sync"]),
@@ -84,13 +89,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--n-predict", type=int, default=128)
     parser.add_argument("--speculate-row", type=int, default=None)
+    parser.add_argument(
+        "--mixed-temperature",
+        type=float,
+        default=0.0,
+        help="> 0: also the mixed regime (the agreeing pair sampled at this temperature; the harness's "
+        "result JSON names it under regimes.mixed)",
+    )
     parser.add_argument("--commit", default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     t0 = time.time()
+    runs = [("agree", 0.0), ("random", 0.0)]
+    if args.mixed_temperature > 0:
+        runs.append(("mixed", args.mixed_temperature))
     cells = [
-        measure(args.shape, regime, args.device, args.k, args.rounds, args.n_predict, args.speculate_row)
-        for regime in ("agree", "random")
+        measure(args.shape, regime, args.device, args.k, args.rounds, args.n_predict, args.speculate_row, temp)
+        for regime, temp in runs
     ]
     write_result(
         {
