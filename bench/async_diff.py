@@ -24,8 +24,11 @@ def _run(target: Model, drafter: Model, trace: Path, temperature: float, **kwarg
         return out, session.stats
 
 
+FIELDS = ("step", "pos", "drafted", "accepted", "target")  # a trace line without its timings
+
+
 def _keys(trace: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(e["step"], e["pos"], e["drafted"], e["accepted"], e["target"]) for e in trace]
+    return [tuple(e[k] for k in FIELDS) for e in trace]
 
 
 def main() -> None:
@@ -57,8 +60,8 @@ def main() -> None:
         if first is not None:
             lo = max(0, first - 3)
             for a, b in zip(traces["sync"][lo : first + 4], traces[name][lo : first + 4], strict=False):
-                print("   sync", {k: a[k] for k in ("step", "pos", "drafted", "accepted", "target")})
-                print("   this", {k: b[k] for k in ("step", "pos", "drafted", "accepted", "target")})
+                print("   sync", {k: a[k] for k in FIELDS})
+                print("   this", {k: b[k] for k in FIELDS})
 
 
 if __name__ == "__main__":

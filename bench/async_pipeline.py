@@ -28,13 +28,6 @@ from pyllama_mtp.benchmark.harness import device_name
 N_CTX = contenders.N_CTX
 
 
-def _rate(session: MtpSession, prompt: str, n_predict: int) -> float:
-    before = session.stats
-    session.complete(prompt, n_predict)
-    after = session.stats
-    return (after.n_generated - before.n_generated) / (after.generate_seconds - before.generate_seconds)
-
-
 def measure(
     shape: str, regime: str, device: str, k: int, rounds: int, n_predict: int, row: int | None, temperature: float
 ) -> dict[str, Any]:
@@ -57,7 +50,7 @@ def measure(
             order = (("sync", sync), ("async", pipelined))
             for prompt in contenders.PROMPTS:
                 for name, session in order if r % 2 == 0 else order[::-1]:
-                    per[name] += _rate(session, prompt, n_predict) / len(contenders.PROMPTS)
+                    per[name] += contenders.decode_rate(session, prompt, n_predict) / len(contenders.PROMPTS)
             ratios.append(per["async"] / per["sync"])
             for name in per:
                 rates[name].append(per[name])

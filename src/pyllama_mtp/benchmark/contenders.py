@@ -59,6 +59,15 @@ def _ttft_ours(session: MtpSession, prompt: str, n_predict: int) -> float:
     return 1e3 * ttft
 
 
+def decode_rate(session: MtpSession, prompt: str, n_predict: int) -> float:
+    """Tokens/s of one generation, from the session's own counters (decode steps only)."""
+    before = session.stats
+    session.complete(prompt, n_predict)
+    after = session.stats
+    seconds = after.generate_seconds - before.generate_seconds
+    return (after.n_generated - before.n_generated) / seconds if seconds > 0 else 0.0
+
+
 def ours(
     run: Run, target: Model, drafter: Model, k: int, fused: bool = True, pipeline: Pipeline = "sync"
 ) -> dict[str, Any]:
@@ -87,11 +96,7 @@ def ours(
             rates = []
             for _ in range(run.repeats):
                 for prompt in PROMPTS:
-                    before = session.stats
-                    session.complete(prompt, run.n_predict)
-                    after = session.stats
-                    seconds = after.generate_seconds - before.generate_seconds
-                    rates.append((after.n_generated - before.n_generated) / seconds if seconds > 0 else 0.0)
+                    rates.append(decode_rate(session, prompt, run.n_predict))
             stats = session.stats
         draft_ms = read_trace(trace).mean_draft_ms_per_token if trace is not None else None
     name = "ours-baseline" if k == 0 else f"ours-draft-mtp-k{k}" + ("" if fused else "-loop")
