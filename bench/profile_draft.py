@@ -8,14 +8,20 @@ from the per-step cost (the chained step's kernels). The k = 0 row is the target
 
     python bench/profile_draft.py --shape e2b --out bench/results/DATE-DEVICE-profile-draft.json
 
-``--kernels``: run one k = 3 generation between cudaProfilerStart/Stop for
-``ncu --profile-from-start off --metrics gpu__time_duration.sum --csv``.
+``--ncu``: each kernel's device time per step, from Nsight Compute, for a target step alone
+(k = 0) and draft-MTP steps at k = 1 and 3, side by side: where a verify pass's extra time goes.
+``--kernels K`` (internal) profiles a few steps at k = K between cudaProfilerStart/Stop.
+
+    python bench/profile_draft.py --shape e2b --ncu --out bench/results/DATE-DEVICE-kernels.json
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import csv
 import ctypes
+import io
 import json
 import os
 import statistics
@@ -38,9 +44,13 @@ VARIANTS = {
 SPLITS = "splits = "
 LOG_MARKS = ("CUDA graph warmup complete", "CUDA graph warmup reset", "disabling CUDA graphs", SPLITS)
 PROMPT = "the quick brown fox jumps over the lazy dog"
+NCU_KS = (0, 1, 3)
+NCU_STEPS = 4
+# Nsight Compute's time units, in microseconds
+NCU_UNITS = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
 
 
-def measure(shape: str, device: str, n_predict: int, kernels: bool) -> dict[str, Any]:
+def measure(shape: str, device: str, n_predict: int, kernels: int | None) -> dict[str, Any]:
     from pyllama_mtp import Model, MtpSession
     from pyllama_mtp.benchmark import shapes
     from pyllama_mtp.trace import read_trace
@@ -50,19 +60,23 @@ def measure(shape: str, device: str, n_predict: int, kernels: bool) -> dict[str,
     flash_attn = None if flash is None else bool(int(flash))
     rows = []
     with Model(pair.target_gguf) as target, Model(pair.drafter_gguf) as drafter, tempfile.TemporaryDirectory() as tmp:
-        for k in (3,) if kernels else KS:
+        for k in (kernels,) if kernels is not None else KS:
             trace = Path(tmp) / f"k{k}.ndjson"
             with MtpSession(
                 target, drafter if k else None, n_draft=k, n_ctx=2048, flash_attn=flash_attn, trace=trace if k else None
             ) as session:
                 session.complete(PROMPT, 16)  # warm-up: allocation, CUDA graph capture
                 session.reset()
-                if kernels:
+                if kernels is not None:
+                    # the prompt and two steps outside the profile, so it holds steady-state steps only
+                    steps = session.steps(PROMPT, (NCU_STEPS + 3) * (k + 1))
+                    next(steps), next(steps)
                     cudart = ctypes.CDLL("libcudart.so")
                     cudart.cudaProfilerStart()
-                    session.complete(PROMPT, 4)
+                    for _ in range(NCU_STEPS):
+                        next(steps)
                     cudart.cudaProfilerStop()
-                    return {"profiled_steps": session.stats.n_steps}
+                    return {"profiled_steps": NCU_STEPS}
                 session.complete(PROMPT, n_predict)
                 stats = session.stats
             row: dict[str, Any] = {"k": k, "step_ms": 1e3 * stats.generate_seconds / max(1, stats.n_steps)}
@@ -86,6 +100,58 @@ def measure(shape: str, device: str, n_predict: int, kernels: bool) -> dict[str,
     }
 
 
+def kernel_times(ncu_csv: str, n_steps: int) -> dict[str, Any]:
+    """Per-step device time of each kernel (by function name) from ``ncu --csv`` output."""
+    per_kernel: dict[str, float] = collections.defaultdict(float)
+    launches: dict[str, int] = collections.defaultdict(int)
+    body = ncu_csv[ncu_csv.index('"ID"') :]
+    for row in csv.DictReader(io.StringIO(body)):
+        if row.get("Metric Name") != "gpu__time_duration.sum":
+            continue
+        us = float(row["Metric Value"].replace(",", "")) * NCU_UNITS[row["Metric Unit"]]
+        per_kernel[row["Kernel Name"]] += us / n_steps
+        launches[row["Kernel Name"]] += 1
+    ranked = sorted(per_kernel, key=per_kernel.__getitem__, reverse=True)
+    return {
+        "us_per_step": sum(per_kernel.values()),
+        "launches_per_step": sum(launches.values()) / n_steps,
+        "kernels": {name: {"us": per_kernel[name], "launches": launches[name] / n_steps} for name in ranked},
+    }
+
+
+def profile_kernels(args: argparse.Namespace) -> dict[str, Any]:
+    """Run each k under Nsight Compute and set the kernels' time per step side by side."""
+    by_k = {}
+    for k in NCU_KS:
+        cmd = [
+            args.ncu,
+            "--profile-from-start",
+            "off",
+            "--metrics",
+            "gpu__time_duration.sum",
+            "--print-kernel-base",
+            "function",
+            "--csv",
+            sys.executable,
+            __file__,
+            "--shape",
+            args.shape,
+            "--device",
+            args.device,
+            "--kernels",
+            str(k),
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=True)
+        by_k[f"k{k}"] = kernel_times(res.stdout, NCU_STEPS)
+    base = by_k["k0"]["kernels"]
+    for k in NCU_KS[1:]:
+        entry = by_k[f"k{k}"]
+        names = set(base) | set(entry["kernels"])
+        extra = {n: entry["kernels"].get(n, {}).get("us", 0.0) - base.get(n, {}).get("us", 0.0) for n in names}
+        entry["extra_over_k0_us"] = dict(sorted(extra.items(), key=lambda kv: -abs(kv[1]))[:25])
+    return by_k
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="e2b")
@@ -93,12 +159,17 @@ def main() -> None:
     parser.add_argument("--n-predict", type=int, default=128)
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="(internal) measure one variant in this process")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--kernels", action="store_true", help="one profiled k=3 generation, for ncu")
+    parser.add_argument("--kernels", type=int, metavar="K", help="(internal) profile a few steps at k=K, for ncu")
+    parser.add_argument("--ncu", nargs="?", const="ncu", help="per-kernel time per step under Nsight Compute")
     parser.add_argument("--commit")
     parser.add_argument("--out")
     args = parser.parse_args()
-    if args.variant or args.kernels:
+    if args.variant or args.kernels is not None:
         print(json.dumps(measure(args.shape, args.device, args.n_predict, args.kernels)))
+        return
+    if args.ncu:
+        by_k = profile_kernels(args)
+        write_result({"commit": args.commit or git_commit(), "shape": args.shape, "regime": "random", **by_k}, args.out)
         return
     variants = {}
     for name in args.variants:

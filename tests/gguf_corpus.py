@@ -189,6 +189,16 @@ def with_string_kv(data: bytes, key: str, value: str, alignment: int = 32) -> by
     return put(out, lay.n_kv_at, "<Q", _u64(data, lay.n_kv_at) + 2)
 
 
+def with_u32_value(data: bytes, key: str, value: int) -> bytes:
+    """``data`` with the uint32 value of ``key`` replaced by ``value``."""
+    lay = parse(data)
+    for k0, k1 in lay.key_spans:
+        if data[k0:k1] == key.encode():
+            assert _u32(data, k1) == 4, f"{key} is not a uint32"
+            return put(data, k1 + 4, "<I", value)
+    raise KeyError(key)
+
+
 def with_token_renamed(data: bytes, old: bytes, new: bytes) -> bytes:
     """``data`` with the first token string ``old`` replaced by ``new`` (same length)."""
     assert len(old) == len(new)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from gguf_corpus import arch_mismatches, corpus
+from gguf_corpus import arch_mismatches, corpus, with_u32_value
 
 from pyllama_mtp import Model, ModelLoadError
 from pyllama_mtp.fixtures import Pair, llama_tree
@@ -18,8 +18,8 @@ import make_seeds  # noqa: E402
 CHILD = """
 import sys
 import numpy as np
-from pyllama_mtp import Model, ModelLoadError, Segmenter
-loader = {"model": Model, "segmenter": Segmenter}[sys.argv[1]]
+from pyllama_mtp import Context, Model, ModelLoadError, Segmenter
+loader = {"model": Model, "context": Model, "segmenter": Segmenter}[sys.argv[1]]
 for i, p in enumerate(sys.argv[2:]):
     print("BEGIN", i, flush=True)
     try:
@@ -29,6 +29,8 @@ for i, p in enumerate(sys.argv[2:]):
                     m.segment(np.zeros(16000, dtype=np.float32))
                 except ValueError:
                     pass
+            if sys.argv[1] == "context":  # and a model that loads must make a context
+                Context(m, n_ctx=64).close()
             print("LOADED", i, flush=True)
     except ModelLoadError as e:
         print("RAISED", i, "NAMED" if p in str(e) else "UNNAMED", flush=True)
@@ -93,6 +95,25 @@ def test_tensors_not_matching_the_arch_are_named(tmp_path: Path, pair: Pair, whi
         assert f"'{tensor}'" in str(err.value), (name, str(err.value))
         seen.append(name)
     assert seen == ["tensor-missing", "tensor-shape-swapped", "tensor-extra"]
+
+
+def test_shared_kv_layers_without_a_donor_raise(tmp_path: Path, pair: Pair) -> None:
+    """A gemma4 file whose shared-KV layers have no earlier layer of their kind to reuse is refused
+    at load (patch 0013), where the KV cache's reuse asserts used to abort making a context."""
+    data = pair.target_gguf.read_bytes()
+    n_layer = 4  # the fixture target: three sliding-window layers, then a full-attention one
+    paths = []
+    for shared in (1, 2, n_layer - 1, n_layer, 2**31):
+        path = tmp_path / f"shared-{shared}.gguf"
+        path.write_bytes(with_u32_value(data, "gemma4.attention.shared_kv_layers", shared))
+        paths.append(str(path))
+    control = tmp_path / "shared-0.gguf"
+    control.write_bytes(with_u32_value(data, "gemma4.attention.shared_kv_layers", 0))
+    outcome, crashes = load_all([*paths, str(control)], "context")
+    assert not crashes, crashes
+    assert outcome == {**dict.fromkeys(paths, "NAMED"), str(control): "LOADED"}
+    with pytest.raises(ModelLoadError, match="layers share KV"):
+        Model(paths[0])
 
 
 def test_fuzzer_findings_raise(tmp_path: Path) -> None:
