@@ -1,8 +1,9 @@
 """Where a draft step's time goes: fused drafter decode time against k, on the random pair.
 
 Each variant runs in its own process (the environment decides what ggml's CUDA backend does):
-``default``, ``no-cuda-graphs`` (GGML_CUDA_DISABLE_GRAPHS=1), ``no-flash-attn`` and ``debug-log``
-(ggml's debug log: how often the CUDA backend captured or re-captured a graph, and the splits). A fit of the
+``default``, ``no-cuda-graphs`` (GGML_CUDA_DISABLE_GRAPHS=1), ``no-flash-attn``, ``debug-log``
+(ggml's debug log: how often the CUDA backend captured or re-captured a graph, and the splits) and
+``no-graph-reuse`` (llama.cpp rebuilds every graph: what reusing one saves per step). A fit of the
 drafter's time per call against k separates the per-call cost (host work, launch, read-back)
 from the per-step cost (the chained step's kernels). The k = 0 row is the target alone.
 
@@ -39,6 +40,7 @@ VARIANTS = {
     "no-cuda-graphs": {"GGML_CUDA_DISABLE_GRAPHS": "1"},
     "no-flash-attn": {"PYLLAMA_MTP_PROFILE_FLASH_ATTN": "0"},
     "debug-log": {"PYLLAMA_MTP_VERBOSITY": "2"},
+    "no-graph-reuse": {"LLAMA_GRAPH_REUSE_DISABLE": "1"},
 }
 # ggml's log lines that say whether the CUDA backend replays graphs and how a graph is split
 SPLITS = "splits = "
