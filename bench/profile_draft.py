@@ -3,7 +3,8 @@
 Each variant runs in its own process (the environment decides what ggml's CUDA backend does):
 ``default``, ``no-cuda-graphs`` (GGML_CUDA_DISABLE_GRAPHS=1), ``no-flash-attn``, ``debug-log``
 (ggml's debug log: how often the CUDA backend captured or re-captured a graph, and the splits) and
-``no-graph-reuse`` (llama.cpp rebuilds every graph: what reusing one saves per step). A fit of the
+``no-graph-reuse`` (llama.cpp rebuilds every graph: what reusing one saves per step) and
+``no-mmvf-cols`` (verify batches back on mmf instead of patch 0015's few-column kernel). A fit of the
 drafter's time per call against k separates the per-call cost (host work, launch, read-back)
 from the per-step cost (the chained step's kernels). The k = 0 row is the target alone.
 
@@ -41,6 +42,7 @@ VARIANTS = {
     "no-flash-attn": {"PYLLAMA_MTP_PROFILE_FLASH_ATTN": "0"},
     "debug-log": {"PYLLAMA_MTP_VERBOSITY": "2"},
     "no-graph-reuse": {"LLAMA_GRAPH_REUSE_DISABLE": "1"},
+    "no-mmvf-cols": {"GGML_CUDA_DISABLE_MMVF_COLS": "1"},
 }
 # ggml's log lines that say whether the CUDA backend replays graphs and how a graph is split
 SPLITS = "splits = "
@@ -49,7 +51,7 @@ PROMPT = "the quick brown fox jumps over the lazy dog"
 NCU_KS = (0, 1, 3)
 NCU_STEPS = 4
 # Nsight Compute's time units, in microseconds
-NCU_UNITS = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+NCU_UNITS = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
 
 
 def measure(shape: str, device: str, n_predict: int, kernels: int | None) -> dict[str, Any]:
