@@ -123,6 +123,12 @@ def kernel_times(ncu_csv: str, n_steps: int) -> dict[str, Any]:
     }
 
 
+def child_command(args: argparse.Namespace, *extra: str) -> list[str]:
+    """This script again, in a child process: one measurement per process keeps each variant's
+    environment (and each ncu session) to itself."""
+    return [sys.executable, __file__, "--shape", args.shape, "--device", args.device, *extra]
+
+
 def profile_kernels(args: argparse.Namespace) -> dict[str, Any]:
     """Run each k under Nsight Compute and set the kernels' time per step side by side."""
     by_k = {}
@@ -136,14 +142,7 @@ def profile_kernels(args: argparse.Namespace) -> dict[str, Any]:
             "--print-kernel-base",
             "function",
             "--csv",
-            sys.executable,
-            __file__,
-            "--shape",
-            args.shape,
-            "--device",
-            args.device,
-            "--kernels",
-            str(k),
+            *child_command(args, "--kernels", str(k)),
         ]
         res = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=True)
         by_k[f"k{k}"] = kernel_times(res.stdout, NCU_STEPS)
@@ -178,18 +177,7 @@ def main() -> None:
     variants = {}
     for name in args.variants:
         env = VARIANTS[name]
-        cmd = [
-            sys.executable,
-            __file__,
-            "--shape",
-            args.shape,
-            "--device",
-            args.device,
-            "--n-predict",
-            str(args.n_predict),
-            "--variant",
-            name,
-        ]
+        cmd = child_command(args, "--n-predict", str(args.n_predict), "--variant", name)
         res = subprocess.run(
             cmd, env={**os.environ, **env}, capture_output=True, text=True, errors="replace", check=True
         )

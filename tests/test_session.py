@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from pyllama_mtp import Context, Model, MtpSession, Sampling
+from pyllama_mtp.benchmark.acceptance import Chain, simulate, transition_logits
 from pyllama_mtp.fixtures import Pair, hf_first_draft, hf_greedy_with_margins, hf_target
 
 from parity import EXACT, NEAR_TIE_HF, NEAR_TIE_SAME_BUILD, NMSE_PROMPT, NMSE_TRAJECTORY, compare, own_margin
@@ -185,6 +186,37 @@ def test_sampling_follows_the_target_distribution(agreeing_pair: Pair) -> None:
     pooled = (p_spec * n_spec + p_plain * n_plain) / (n_spec + n_plain)
     z = (p_spec - p_plain) / (pooled * (1 - pooled) * (1 / n_spec + 1 / n_plain)) ** 0.5
     assert abs(z) < 4, rates
+
+
+def test_acceptance_is_what_the_target_chain_predicts(agreeing_pair: Pair) -> None:
+    """The acceptance the session reports at a temperature is the target's own chain's.
+
+    The agreeing pair's target is a Markov chain over the vocabulary (its next token depends on
+    the last token alone) and its drafter proposes the chain's greedy token, so the loop can be
+    simulated from the target's one-token logits alone. Ten seeded sessions' pooled acceptance
+    must lie within 4 standard deviations of the simulated runs' mean, at k=1 and k=3; the band
+    is narrow enough that a verifier sampling at 1.5x or 1/1.5x the temperature would fall out.
+    """
+    temperature, n_new, seeds = 2.0, 32, range(10)
+    with Model(agreeing_pair.target_gguf) as target, Model(agreeing_pair.drafter_gguf) as drafter:
+        logits = transition_logits(target)
+        eog = [t for t in range(target.n_vocab) if target.is_eog(t)]
+        prompts = [target.tokenize(text) for text in PROMPTS[:3]]
+        starts = [prompt[-1] for prompt in prompts] * len(seeds)
+        for n_draft in (1, 3):
+            accepted = drafted = 0
+            for seed in seeds:
+                sampling = Sampling(temperature=temperature, seed=seed)
+                with MtpSession(target, drafter, n_draft=n_draft, n_ctx=256, **EXACT, sampling=sampling) as s:
+                    for prompt in prompts:
+                        s.complete(prompt, n_new)
+                    accepted, drafted = accepted + s.stats.n_accepted, drafted + s.stats.n_drafted
+            runs = simulate(Chain.from_logits(logits, temperature, eog), starts, n_draft, n_new, trials=400)
+            mean, sd = float(runs.mean()), float(runs.std())
+            assert abs(accepted / drafted - mean) < 4 * sd, (n_draft, accepted, drafted, mean, sd)
+            for other in (temperature * 1.5, temperature / 1.5):
+                off = simulate(Chain.from_logits(logits, other, eog), starts, n_draft, n_new, trials=100, seed=1)
+                assert abs(float(off.mean()) - mean) > 4 * sd, (n_draft, other, float(off.mean()), mean, sd)
 
 
 @pytest.mark.parametrize("seed", [1, 7])
