@@ -27,16 +27,6 @@ def spread(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.mean(values), "sd": statistics.stdev(values), "values": values}
 
 
-def upstream_row(run: contenders.Run, binary: str, k: int) -> dict[str, Any]:
-    """Upstream's row, run again where its logger lost the stats lines every attempt."""
-    for _ in range(3):
-        try:
-            return contenders.upstream(run, binary, k, n_gpu_layers=0)
-        except RuntimeError:
-            continue
-    return contenders.upstream(run, binary, k, n_gpu_layers=0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--upstream", required=True, help="upstream's llama-speculative-simple")
@@ -67,7 +57,7 @@ def main() -> None:
             for seed in range(1, args.seeds + 1):
                 run = contenders.Run("tiny", "mixed", pair, temperature, args.n_predict, args.repeats, seed=seed)
                 ours.append(contenders.ours(run, target, drafter, k)["acceptance"])
-                theirs.append(upstream_row(run, args.upstream, k)["acceptance"])
+                theirs.append(contenders.upstream(run, args.upstream, k, n_gpu_layers=0)["acceptance"])
                 print(f"k={k} seed {seed}: ours {ours[-1]:.3f} upstream {theirs[-1]:.3f}", flush=True)
             model = simulate(chain, starts, k, args.n_predict, trials=4000)
             result[f"k{k}"] = {

@@ -203,6 +203,7 @@ def test_acceptance_is_what_the_target_chain_predicts(agreeing_pair: Pair) -> No
         eog = [t for t in range(target.n_vocab) if target.is_eog(t)]
         prompts = [target.tokenize(text) for text in PROMPTS[:3]]
         starts = [prompt[-1] for prompt in prompts] * len(seeds)
+        chain = Chain.from_logits(logits, temperature, eog)
         for n_draft in (1, 3):
             accepted = drafted = 0
             for seed in seeds:
@@ -211,7 +212,7 @@ def test_acceptance_is_what_the_target_chain_predicts(agreeing_pair: Pair) -> No
                     for prompt in prompts:
                         s.complete(prompt, n_new)
                     accepted, drafted = accepted + s.stats.n_accepted, drafted + s.stats.n_drafted
-            runs = simulate(Chain.from_logits(logits, temperature, eog), starts, n_draft, n_new, trials=400)
+            runs = simulate(chain, starts, n_draft, n_new, trials=400)
             mean, sd = float(runs.mean()), float(runs.std())
             assert abs(accepted / drafted - mean) < 4 * sd, (n_draft, accepted, drafted, mean, sd)
             for other in (temperature * 1.5, temperature / 1.5):

@@ -9,7 +9,7 @@ session's and upstream's measured values can be read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,15 +18,20 @@ from ..context import Context
 from ..model import Model
 
 
-def transition_logits(target: Model) -> np.ndarray:
-    """``[n_vocab, n_vocab]`` next-token logits after each token, each from a one-token decode."""
+def one_token_logits(target: Model, tokens: Iterable[int]) -> np.ndarray:
+    """``[len(tokens), n_vocab]`` next-token logits after each token alone, from a cleared context."""
     rows = []
-    with Context(target, n_ctx=8, n_batch=1) as ctx:
-        for token in range(target.n_vocab):
+    with Context(target, n_ctx=64, n_batch=8) as ctx:
+        for token in tokens:
             ctx.clear()
             ctx.decode([token])
             rows.append(ctx.logits().astype(np.float64))
     return np.stack(rows)
+
+
+def transition_logits(target: Model) -> np.ndarray:
+    """``[n_vocab, n_vocab]``: the agreeing pair's next-token logits after every token."""
+    return one_token_logits(target, range(target.n_vocab))
 
 
 @dataclass(frozen=True)

@@ -123,18 +123,12 @@ def calibrate_temperature(target: Model, goal: float, n_tokens: int = 32, seed: 
     For the agreeing pair the next token depends on the last token alone, so one single-token
     decode per sampled token gives the rows that matter.
     """
-    from ..context import Context
+    from .acceptance import one_token_logits
 
     if not 0.0 < goal < 1.0:
         raise ValueError(f"the goal acceptance must be in (0, 1), got {goal}")
     ids = random.Random(seed).sample(range(4, target.n_vocab), min(n_tokens, target.n_vocab - 4))
-    rows = []
-    with Context(target, n_ctx=64, n_batch=8) as ctx:
-        for token in ids:
-            ctx.clear()
-            ctx.decode([token])
-            rows.append(ctx.logits().astype(np.float64))
-    logits = np.stack(rows)
+    logits = one_token_logits(target, ids)
     lo, hi = math.log(1e-3), math.log(1e3)  # top probability falls as the temperature rises
     for _ in range(60):
         mid = 0.5 * (lo + hi)
