@@ -14,21 +14,22 @@ if [ -f "$build/CMakeCache.txt" ] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$
     rm -rf "$build"  # configured from another clone
 fi
 
-flags="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -g -O1"
+flags="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -gline-tables-only -O1"
 # configured from the tree's top level (the sdist's ggml/ is not standalone); only ggml-base is built
 cmake -S "$tree" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF \
     -DLLAMA_BUILD_COMMON=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF \
-    -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" >/dev/null
+    -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
+    -DCMAKE_C_FLAGS_RELWITHDEBINFO=-DNDEBUG -DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-DNDEBUG >/dev/null
 cmake --build "$build" --target ggml-base >/dev/null
 clang++ -std=c++17 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -g -O1 \
     -I"$tree/ggml/include" tests/fuzz/gguf_header_fuzz.cpp "$build/ggml/src/libggml-base.a" -lpthread -lm \
     -o "$build/gguf_header_fuzz"
 
 work=$(mktemp -d)
-python3 tests/fuzz/make_seeds.py "$tree" "$work/seeds"
+python3 tests/fuzz/make_seeds.py "$tree/gguf-py" "$work/seeds"
 # the corpus grown by earlier runs is kept beside the build (a cache: each run starts from the seeds too)
 mkdir -p "$build/corpus"
 # -rss_limit_mb: a parse of a small input that asks for more than this is a finding, not noise

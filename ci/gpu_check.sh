@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The by-hand GPU job (README, "CUDA on the H100 and H200"): on a machine with no network, build the CUDA
+# The by-hand GPU job (docs/gpu-runs.md): on a machine with no network, build the CUDA
 # backend from the carried pinned tree, run the GPU benchmarks, then the whole test suite with
 # what time is left. Everything lands in $OUT (default ./gpu-out).
 #   .carry/llama.cpp  the pinned tree, trimmed (PYLLAMA_MTP_LLAMA_SRC)

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 build="${PYLLAMA_MTP_ASAN_BUILD:-$HOME/.cache/pyllama-mtp/asan-build}"
 # shellcheck source=ci/sanitized_build.sh
 . ci/sanitized_build.sh
-sanitized_build "$build" "-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1" \
+sanitized_build "$build" "-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g1 -O1" \
     "-fsanitize=address,undefined" session_smoke _lib
 
 pair=$(python3 -c "from pyllama_mtp.fixtures import build_pair; p = build_pair(); print(p.target_gguf, p.drafter_gguf)")
@@ -22,7 +22,10 @@ trap 'rm -rf "$pkg"' EXIT
 cp -r src/pyllama_mtp "$pkg/"
 cp "$build"/_lib*.so "$pkg/pyllama_mtp/"
 runtime="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
-LD_PRELOAD="$runtime" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 PYTHONPATH="$pkg" python3 - "$pair" <<'PY'
+# The package sources carry no converter (the wheel's comes from the build): the segmentation
+# converter's gguf-py is the prepared tree's.
+LD_PRELOAD="$runtime" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 PYTHONPATH="$pkg" \
+    PYLLAMA_MTP_LLAMA_TREE="$PWD/vendor/llama.cpp" python3 - "$pair" <<'PY'
 import sys
 from pyllama_mtp import Context, IncompatibleModelsError, InvalidTokenError, Model, MtpSession
 

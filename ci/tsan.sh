@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 build="${PYLLAMA_MTP_TSAN_BUILD:-$HOME/.cache/pyllama-mtp/tsan-build}"
 # shellcheck source=ci/sanitized_build.sh
 . ci/sanitized_build.sh
-sanitized_build "$build" "-fsanitize=thread -fno-omit-frame-pointer -g -O1" "-fsanitize=thread" async_stress
+sanitized_build "$build" "-fsanitize=thread -fno-omit-frame-pointer -g1 -O1" "-fsanitize=thread" async_stress
 
 pair=$(python3 -c "from pyllama_mtp.fixtures import build_pair; p = build_pair(); print(p.target_gguf, p.drafter_gguf)")
 export TSAN_OPTIONS="halt_on_error=1:abort_on_error=1:second_deadlock_stack=1"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,9 +10,6 @@ from pyllama_mtp import Context, Model
 from pyllama_mtp.fixtures import Pair, PairConfig, build_pair
 
 from parity import EXACT
-
-# The converter comes from the tree this checkout built against.
-os.environ.setdefault("PYLLAMA_MTP_LLAMA_TREE", str(Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp"))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import struct
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,12 +243,7 @@ def arch_mismatches(data: bytes, alignment: int = 32) -> Iterator[tuple[str, byt
 
 
 def gguf_reader(path: Path) -> Any:
-    """gguf-py's reader from the tree the build used (it knows what the patches add)."""
-    from pyllama_mtp.fixtures import llama_tree  # here: the fuzzer's seed script imports this module bare
+    """gguf-py's reader from the converter the package ships (it knows what the patches add)."""
+    from pyllama_mtp.convert import import_gguf  # here: the fuzzer's seed script imports this module bare
 
-    gguf_py = str(llama_tree() / "gguf-py")
-    if gguf_py not in sys.path:
-        sys.path.insert(0, gguf_py)
-    import gguf
-
-    return gguf.GGUFReader(path)
+    return import_gguf().GGUFReader(path)

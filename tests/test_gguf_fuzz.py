@@ -10,7 +10,8 @@ import pytest
 from gguf_corpus import arch_mismatches, corpus, with_u32_value
 
 from pyllama_mtp import Model, ModelLoadError
-from pyllama_mtp.fixtures import Pair, llama_tree
+from pyllama_mtp.convert import gguf_py_dir
+from pyllama_mtp.fixtures import Pair
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 import make_seeds  # noqa: E402
@@ -118,7 +119,7 @@ def test_shared_kv_layers_without_a_donor_raise(tmp_path: Path, pair: Pair) -> N
 
 def test_fuzzer_findings_raise(tmp_path: Path) -> None:
     """The inputs the GGUF fuzzer found (ci/fuzz.sh runs them under UBSan) fail cleanly here too."""
-    make_seeds.main(llama_tree(), tmp_path)
+    make_seeds.main(gguf_py_dir(), tmp_path)
     paths = sorted(str(p) for p in tmp_path.glob("regress-*.gguf"))
     assert len(paths) == 4
     outcome, crashes = load_all(paths)

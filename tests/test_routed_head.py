@@ -59,7 +59,7 @@ def test_routed_logits_match_hf(models: tuple[Model, Model], routed_pair: Pair) 
     Where HF's k-th and (k+1)-th cluster scores are nearly tied, either choice is right and the
     routed sets may differ; such prompts are counted, not compared. The logit NMSE is checked on
     prompts inside the sliding window: past it this build's drafter and HF's differ by ~1e-3
-    with the full head as well (see the README's parity notes), which is not the head's doing.
+    with the full head as well (see the parity notes in docs/development.md), which is not the head's doing.
     """
     target, drafter = models
     n_vocab = target.n_vocab

@@ -272,3 +272,19 @@ def test_cli_segments_a_wav_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert np.load(out).shape == (3, 589, 7)
     assert main(["segment", "-m", str(path), str(tmp_path / "8k.wav")]) == 1
     assert "8000 Hz" in capsys.readouterr().err
+
+
+def test_cli_convert_segmentation_writes_the_same_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx
+
+    from pyllama_mtp.cli import main
+
+    model = sf.pyannet(seed=1)
+    onnx.save(model, str(tmp_path / "net.onnx"))
+    out = tmp_path / "net.gguf"
+    assert main(["convert-segmentation", str(tmp_path / "net.onnx"), str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert out.read_bytes() == gguf_of(model, tmp_path / "api.gguf").read_bytes()
+    assert main(["convert-segmentation", str(tmp_path / "missing.onnx"), str(tmp_path / "x.gguf")]) == 1
+    assert "pyllama-mtp: error:" in capsys.readouterr().err
+    assert not (tmp_path / "x.gguf").exists()

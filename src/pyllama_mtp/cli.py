@@ -1,5 +1,6 @@
-"""``pyllama-mtp`` command line: ``info``, ``generate`` (streaming, draft-MTP), ``demo``,
-``trace-report``, ``segment`` (speaker segmentation of a WAV file) and ``bench``."""
+"""``pyllama-mtp`` command line: ``info``, ``generate`` (streaming, draft-MTP), ``convert`` (a Hugging
+Face checkpoint to GGUF), ``demo``, ``trace-report``, ``segment`` (speaker segmentation of a WAV
+file), ``convert-segmentation`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -106,6 +107,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # Top-2 logit margin under which llama.cpp and HF may legitimately pick different tokens (tests/parity.py).
 NEAR_TIE = 0.05
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_hf
+
+    print(f"converting {args.hf_dir} ({args.outtype})...", file=sys.stderr)
+    print(convert_hf(args.hf_dir, args.out, outtype=args.outtype, verbose=args.verbose))
+    return 0
+
+
+def _cmd_convert_segmentation(args: argparse.Namespace) -> int:
+    from .convert_segmentation import convert
+
+    try:
+        print(convert(args.onnx, args.out, args.sample_rate))
+    except OSError as exc:  # onnx.load of a missing or unreadable file
+        print(f"pyllama-mtp: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_trace_report(args: argparse.Namespace) -> int:
@@ -243,14 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="async: queue each next draft behind the verify pass (same tokens; default sync)",
     )
     gen.set_defaults(func=_cmd_generate)
+    from .convert import OUTTYPES
+
+    conv = sub.add_parser(
+        "convert",
+        help="convert a Hugging Face Gemma 4 target or gemma4_assistant folder to GGUF",
+        description="Runs the patched llama.cpp converter this package ships (Edge assistants' centroid-routed "
+        "heads included). Needs the [convert] extra and torch.",
+    )
+    conv.add_argument("hf_dir", help="the checkpoint folder (config.json, *.safetensors, tokenizer)")
+    conv.add_argument("out", help="the GGUF file to write")
+    conv.add_argument("--outtype", choices=OUTTYPES, default="f16", help="tensor type (default f16)")
+    conv.add_argument("-v", "--verbose", action="store_true", help="show the converter's log")
+    conv.set_defaults(func=_cmd_convert)
     rep = sub.add_parser("trace-report", help="acceptance by draft position from an NDJSON trace")
     rep.add_argument("file")
     rep.add_argument("--plot", help="also write a PNG bar chart here (needs matplotlib)")
     rep.set_defaults(func=_cmd_trace_report)
     seg = sub.add_parser("segment", help="speaker segmentation of a WAV file (pyannote segmentation GGUF)")
-    seg.add_argument(
-        "-m", "--model", required=True, help="segmentation GGUF (python -m pyllama_mtp.convert_segmentation)"
-    )
+    seg.add_argument("-m", "--model", required=True, help="segmentation GGUF (pyllama-mtp convert-segmentation)")
     seg.add_argument("audio", help="mono 16-bit PCM WAV at the model's sample rate")
     seg.add_argument("--window", type=float, default=10.0, help="window length, seconds (default 10)")
     seg.add_argument("--step", type=float, default=2.5, help="hop between windows, seconds (default 2.5)")
@@ -258,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--out", help="also save the log-probabilities as .npy")
     seg.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     seg.set_defaults(func=_cmd_segment)
+    conv_seg = sub.add_parser(
+        "convert-segmentation", help="convert a pyannote segmentation ONNX model (segmentation-3.0 shape) to GGUF"
+    )
+    conv_seg.add_argument("onnx", help="the ONNX model")
+    conv_seg.add_argument("out", help="the GGUF file to write")
+    conv_seg.add_argument("--sample-rate", type=int, default=16000)
+    conv_seg.set_defaults(func=_cmd_convert_segmentation)
     demo = sub.add_parser("demo", help="build tiny Gemma-4 pairs, run draft-mtp, print parity with HF and acceptance")
     demo.add_argument("-p", "--prompt", default="the quick brown fox")
     demo.add_argument("-n", "--n-predict", type=int, default=64)

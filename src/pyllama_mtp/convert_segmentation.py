@@ -1,6 +1,6 @@
 """Convert a pyannote segmentation ONNX graph (segmentation-3.0 / PyanNet shape) to GGUF.
 
-    python -m pyllama_mtp.convert_segmentation model.onnx out.gguf [--sample-rate 16000]
+    pyllama-mtp convert-segmentation model.onnx out.gguf [--sample-rate 16000]
 
 The weights are read by initializer from the nodes that use them, in graph order:
 InstanceNormalization (the first normalises the waveform), Conv + MaxPool + InstanceNormalization
@@ -13,21 +13,17 @@ A graph without Conv nodes is an LSTM stack on feature frames (what the LSTM-onl
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .errors import ConversionError
+
 ARCH = "pyannote-seg"
 GATE_ORDER = "iofc"
-
-
-class ConversionError(ValueError):
-    """The ONNX graph is not one this converter understands (the message says which node and why)."""
 
 
 @dataclass
@@ -214,7 +210,9 @@ def _read(model: Any) -> _Net:
 
 
 def _write(net: _Net, out: Path, sample_rate: int) -> None:
-    import gguf
+    from .convert import import_gguf
+
+    gguf = import_gguf()
 
     tmp = out.with_name(out.name + ".part")
     w = gguf.GGUFWriter(str(tmp), ARCH)
@@ -266,23 +264,3 @@ def convert(onnx_model: str | os.PathLike[str] | Any, out: str | os.PathLike[str
     out = Path(out)
     _write(_read(model), out, sample_rate)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pyllama_mtp.convert_segmentation", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("onnx", type=Path, help="the ONNX model")
-    parser.add_argument("out", type=Path, help="the GGUF to write")
-    parser.add_argument("--sample-rate", type=int, default=16000)
-    args = parser.parse_args(argv)
-    try:
-        convert(args.onnx, args.out, args.sample_rate)
-    except (ConversionError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

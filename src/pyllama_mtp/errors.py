@@ -45,3 +45,11 @@ class ClosedError(PyllamaMtpError):
 
 class TensorOverrideError(PyllamaMtpError, ValueError):
     """A tensor placement rule (``Model(tensor_overrides=...)``) with a bad regex or an unknown device."""
+
+
+class ConversionError(PyllamaMtpError, ValueError):
+    """A checkpoint could not be converted to GGUF (the message says which file and why)."""
+
+
+class ConverterMissingError(PyllamaMtpError, FileNotFoundError):
+    """This installation has no Hugging Face converter (a build that skipped installing it)."""

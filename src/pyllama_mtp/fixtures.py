@@ -1,8 +1,9 @@
 """Tiny random Gemma-4 target + assistant pairs, built with Hugging Face ``transformers``.
 
-The HF models are the independent reference; the GGUFs come from the pinned
-tree's own ``convert_hf_to_gguf.py``. Results are cached by a hash of the
-configuration (``PYLLAMA_MTP_FIXTURE_CACHE``, default ``~/.cache/pyllama-mtp/fixtures``).
+The HF models are the independent reference; the GGUFs come from the converter the package
+ships (:mod:`pyllama_mtp.convert`, the patched tree's ``convert_hf_to_gguf.py``). Results are
+cached by a hash of the configuration (``PYLLAMA_MTP_FIXTURE_CACHE``, default
+``~/.cache/pyllama-mtp/fixtures``).
 Needs the ``[convert]`` extra and torch.
 """
 
@@ -12,11 +13,11 @@ import functools
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from .convert import convert_hf
 
 FIXTURE_VERSION = 2
 
@@ -93,17 +94,6 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "pyllama-mtp" / "fixtures"
 
 
-def llama_tree() -> Path:
-    """The llama.cpp tree the build used (converter + gguf-py)."""
-    env = os.environ.get("PYLLAMA_MTP_LLAMA_TREE")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "vendor" / "llama.cpp")
-    for c in candidates:
-        if (c / "convert_hf_to_gguf.py").is_file():
-            return c
-    raise FileNotFoundError("no llama.cpp tree with convert_hf_to_gguf.py; set PYLLAMA_MTP_LLAMA_TREE")
-
-
 def _tokenizer(vocab_multiple: int = 1, vocab_size: int = 0):  # type: ignore[no-untyped-def]
     from tokenizers import Tokenizer, decoders, models, normalizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -137,7 +127,9 @@ def _layer_types(layers: int, full_every: int) -> list[str]:
 def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
     import torch
     from transformers import Gemma4AssistantConfig, Gemma4AssistantForCausalLM, Gemma4ForCausalLM, Gemma4TextConfig
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a shard bar per tiny save would drown the caller's own progress
     torch.manual_seed(cfg.seed)
     tok = _tokenizer(max(cfg.centroids, 1), cfg.vocab_size)
     vocab = len(tok)
@@ -210,23 +202,6 @@ def _force_agreement(target, drafter, cfg: PairConfig) -> None:  # type: ignore[
     proj[:, :d] = torch.eye(d)
 
 
-def _convert(hf_dir: Path, out: Path, outtype: str) -> None:
-    tree = llama_tree()
-    env = {**os.environ, "PYTHONPATH": str(tree / "gguf-py") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [
-        sys.executable,
-        str(tree / "convert_hf_to_gguf.py"),
-        str(hf_dir),
-        "--outfile",
-        str(out),
-        "--outtype",
-        outtype,
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if res.returncode != 0:
-        raise RuntimeError(f"convert_hf_to_gguf.py failed for {hf_dir}:\n{res.stderr[-4000:]}")
-
-
 def build_pair(cfg: PairConfig = PairConfig(), device: str | None = None) -> Pair:
     """Build (or reuse from the cache) the HF pair and its GGUF conversion.
 
@@ -239,8 +214,8 @@ def build_pair(cfg: PairConfig = PairConfig(), device: str | None = None) -> Pai
         return pair
     root.mkdir(parents=True, exist_ok=True)
     _build_hf(cfg, root, device)
-    _convert(pair.target_hf, pair.target_gguf, cfg.outtype)
-    _convert(pair.drafter_hf, pair.drafter_gguf, cfg.outtype)
+    convert_hf(pair.target_hf, pair.target_gguf, outtype=cfg.outtype)
+    convert_hf(pair.drafter_hf, pair.drafter_gguf, outtype=cfg.outtype)
     (root / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     (root / "done").write_text("ok")
     return pair
@@ -251,6 +226,9 @@ def hf_target(pair: Pair):  # type: ignore[no-untyped-def]
     """The pair's HF target in f32, loaded once per process."""
     import torch
     from transformers import Gemma4ForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     return Gemma4ForCausalLM.from_pretrained(pair.target_hf, dtype=torch.float32).eval()
 
@@ -260,6 +238,9 @@ def hf_drafter(pair: Pair):  # type: ignore[no-untyped-def]
     """The pair's HF assistant in f32, loaded once per process."""
     import torch
     from transformers import Gemma4AssistantForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     return Gemma4AssistantForCausalLM.from_pretrained(pair.drafter_hf, dtype=torch.float32).eval()
 

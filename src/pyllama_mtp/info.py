@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from ._native import cstr, lib
 
@@ -10,6 +12,8 @@ from ._native import cstr, lib
 @dataclass(frozen=True)
 class BuildInfo:
     llama_cpp_commit: str
+    backend: str  # what the package was built for: cpu, cuda or metal
+    backend_note: str  # why not a GPU backend, where the build looked for one and fell back to the CPU
     backends: tuple[str, ...]
     patches: tuple[str, ...]
     devices: tuple[str, ...]
@@ -19,6 +23,7 @@ class BuildInfo:
     def format(self) -> str:
         lines = [
             f"llama.cpp commit: {self.llama_cpp_commit}",
+            f"built for:        {self.backend}" + (f" ({self.backend_note})" if self.backend_note else ""),
             f"backends:         {', '.join(self.backends)}",
             f"gpu offload:      {'yes' if self.gpu_offload else 'no'}",
             f"patches applied:  {len(self.patches)}",
@@ -36,8 +41,11 @@ def build_info() -> BuildInfo:
     def split(text: str, sep: str) -> tuple[str, ...]:
         return tuple(s for s in text.split(sep) if s)
 
+    config = json.loads((Path(__file__).resolve().parent / "build_config.json").read_text())
     return BuildInfo(
         llama_cpp_commit=cstr(lib.llama_mtp_llama_commit()),
+        backend=config["backend"],
+        backend_note=config["backend_note"],
         backends=split(cstr(lib.llama_mtp_backends()), ","),
         patches=split(cstr(lib.llama_mtp_patches()), ","),
         devices=split(cstr(lib.llama_mtp_devices()), "\n"),

@@ -18,8 +18,8 @@ from gguf_corpus import parse, put  # noqa: E402
 OUT_OF_ENUM = 65544
 
 
-def main(tree: Path, out: Path) -> None:
-    sys.path.insert(0, str(tree / "gguf-py"))
+def main(gguf_py: Path, out: Path) -> None:
+    sys.path.insert(0, str(gguf_py))
     import gguf  # the tree's own writer, so the seeds are in the format the parser expects
 
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 :mod:`.shapes` builds the pairs (Gemma-4 geometry, random weights) and the acceptance regimes,
 :mod:`.contenders` times each contender, :mod:`.harness` runs them all in one process tree and
-:mod:`.report` holds the result schema, the ideal speed-up model, the plot and the table.
+:mod:`.report` holds the result schema, the ideal speed-up model, the plot and the table. This is
+the harness that ships with the package; the repository's ``bench/`` folder holds studies built on it.
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The rows as a Markdown table (the README's)."""
+    """The rows as a Markdown table (as in docs/benchmarks.md)."""
     lines = [
         "| shape | regime | contender | k | tokens/s | speed-up | acceptance | alpha | ideal | efficiency | TTFT ms |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

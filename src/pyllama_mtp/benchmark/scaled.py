@@ -15,7 +15,6 @@ bytes: the speed of a step does not depend on them.
 from __future__ import annotations
 
 import re
-import sys
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,21 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from ..convert import import_gguf
+
 _Q4_0_BLOCK = 32  # weights per block; a block is an f16 scale and 16 bytes of 4-bit values
 _Q4_0_BYTES = 18
 _SCALED_KEYS = (".embedding_length", ".embedding_length_out", ".feed_forward_length")
-
-
-def _gguf() -> Any:
-    """gguf-py from the tree whose converter wrote the template."""
-    from ..fixtures import llama_tree
-
-    path = str(llama_tree() / "gguf-py")
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    import gguf
-
-    return gguf
 
 
 def _leading_columns(data: np.ndarray) -> int:
@@ -68,7 +57,7 @@ class _Writer:
 
     def tensor(self, name: str, data: np.ndarray) -> tuple[np.ndarray, Any]:
         """New contents for a template tensor (numpy, rows first) and its GGML type (None: by dtype)."""
-        gguf = _gguf()
+        gguf = import_gguf()
         shape = tuple(self.dims.get(int(n), int(n)) for n in data.shape)
         kind = re.sub(r"^blk\.\d+\.", "blk.", name)  # the same bytes in every layer
         flat = data.astype(np.float32)
@@ -105,7 +94,7 @@ class _Writer:
 
 def scale_gguf(template: Path, out: Path, dims: Mapping[int, int], seed: int = 0) -> None:
     """Write ``out``: ``template`` with every width in ``dims`` scaled (see the module docstring)."""
-    gguf = _gguf()
+    gguf = import_gguf()
     reader = gguf.GGUFReader(template)
     arch = str(reader.fields["general.architecture"].contents())
     writer = gguf.GGUFWriter(out, arch)
