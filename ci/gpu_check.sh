@@ -3,7 +3,7 @@
 # backend from the carried pinned tree, run the GPU benchmarks, then the whole test suite with
 # what time is left. Everything lands in $OUT (default ./gpu-out).
 #   .carry/llama.cpp  the pinned tree, trimmed (PYLLAMA_MTP_LLAMA_SRC)
-#   .whl/             wheels the machine lacks (cffi, pycparser, onnx and what onnx needs)
+#   .whl/             wheels the machine lacks (the H200 image: cffi and pycparser), all installed
 #   GPU_CHECK_SECONDS total budget (default 580); GPU_CHECK_COMMIT the commit to record;
 #   GPU_CHECK_SUITE_ONLY=1 skips the segmentation tests and the benchmarks;
 #   GPU_CHECK_ROUTED=1 runs bench/routed_head.py (E2B-sized vocabulary) before the suite
@@ -18,22 +18,20 @@ out="${OUT:-$PWD/gpu-out}"
 mkdir -p "$out"
 budget="${GPU_CHECK_SECONDS:-580}"
 t0=$SECONDS
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/cffi-*.whl .whl/pycparser-*.whl \
-    .whl/onnx-*.whl .whl/ml_dtypes-*.whl
-python3 -c "import google.protobuf" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/protobuf-*.whl
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site PYLLAMA_MTP_LLAMA_SRC=$PWD/.carry/llama.cpp PYLLAMA_MTP_BACKEND=cuda
 export CMAKE_CUDA_ARCHITECTURES="${CMAKE_CUDA_ARCHITECTURES:-90}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
-# the build's patched tree (its converter and gguf-py, which stands in for the gguf package):
-# the carried one is pristine, and its converter drops what patches add (routed-head tensors)
-export PYLLAMA_MTP_FIXTURE_CACHE=/tmp/fixtures PYLLAMA_MTP_LLAMA_TREE=$PWD/vendor/llama.cpp
+# fixtures are converted by the installed package's converter (the patched tree's)
+export PYLLAMA_MTP_FIXTURE_CACHE=/tmp/fixtures
 if [ -z "${GPU_CHECK_SKIP_BUILD:-}" ]; then
     python3 src/pyllama_mtp/_vendor.py prepare --dest vendor/llama.cpp --patches patches > "$out/prepare.log" 2>&1 \
         || { tail -20 "$out/prepare.log"; exit 1; }
     pairs_pid=""
     if [ -n "${GPU_CHECK_BENCH:-}" ]; then
         # the pairs need only torch, transformers and the converter: build them beside the compiler
-        # (stand-in package objects, since the real __init__ loads the library being built)
-        PYTHONPATH=/tmp/site:$PWD/vendor/llama.cpp/gguf-py python3 - ${GPU_CHECK_BENCH_SHAPES:-e2b} \
+        # (stand-in package objects, since the real __init__ loads the library being built; the
+        # converter is the prepared tree's, since the package that ships it is not installed yet)
+        PYLLAMA_MTP_LLAMA_TREE=$PWD/vendor/llama.cpp PYTHONPATH=/tmp/site python3 - ${GPU_CHECK_BENCH_SHAPES:-e2b} \
             > "$out/bench-pairs.log" 2>&1 <<'EOF' &
 import sys, time, types
 for name, path in (("pyllama_mtp", "src/pyllama_mtp"), ("pyllama_mtp.benchmark", "src/pyllama_mtp/benchmark")):
@@ -64,7 +62,7 @@ EOF
     fi
     [ -n "${GPU_CHECK_BUILD_ONLY:-}" ] && exit 0
 fi
-export PYTHONPATH=/tmp/pkg:/tmp/site:$PWD/vendor/llama.cpp/gguf-py
+export PYTHONPATH=/tmp/pkg:/tmp/site
 # the machine's copy of .git may be stale: the caller can name the commit
 commit="${GPU_CHECK_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 python3 -m pyllama_mtp info > "$out/info.txt" 2>&1
