@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any
 
+from .convert import OUTTYPES
+
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .info import build_info
@@ -263,8 +265,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="async: queue each next draft behind the verify pass (same tokens; default sync)",
     )
     gen.set_defaults(func=_cmd_generate)
-    from .convert import OUTTYPES
-
     conv = sub.add_parser(
         "convert",
         help="convert a Hugging Face Gemma 4 target or gemma4_assistant folder to GGUF",

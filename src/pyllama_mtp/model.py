@@ -7,28 +7,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._gguf_file import check_gguf_file
 from ._native import check, cstr, ffi, lib
 from ._resource import NativeResource
-from .errors import InvalidTokenError, ModelLoadError, TensorOverrideError
-
-GGUF_MAGIC = b"GGUF"
-
-
-def _precheck(path: Path) -> None:
-    """Refuse what is plainly not a GGUF before native code sees it, with the path in the message."""
-    if not path.exists():
-        raise ModelLoadError(f"{path}: no such file")
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: not a regular file")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError as exc:
-        raise ModelLoadError(f"{path}: cannot read: {exc.strerror}") from exc
-    if len(head) < 8:
-        raise ModelLoadError(f"{path}: file is empty or truncated ({len(head)} bytes)")
-    if head[:4] != GGUF_MAGIC:
-        raise ModelLoadError(f"{path}: not a GGUF file (magic {head[:4]!r})")
+from .errors import InvalidTokenError, TensorOverrideError
 
 
 def _fill(ctype: str, cap: int, call: Callable[[Any, int], int]) -> tuple[Any, int]:
@@ -64,7 +46,7 @@ class Model(NativeResource):
         tensor_overrides: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
-        _precheck(self.path)
+        check_gguf_file(self.path)
         params = lib.llama_mtp_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.use_mmap = use_mmap

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ._gguf_file import check_gguf_file
 from ._native import check, ffi, lib
 from ._resource import NativeResource
-from .model import _precheck
 
 
 def powerset_classes(n_speakers: int = 3, max_per_frame: int = 2) -> list[tuple[int, ...]]:
@@ -63,7 +63,7 @@ class Segmenter(NativeResource):
         self, path: str | os.PathLike[str], *, use_gpu: bool = True, n_threads: int = 0, fused_lstm: bool = True
     ) -> None:
         self.path = Path(path)
-        _precheck(self.path)
+        check_gguf_file(self.path)
         params = lib.llama_mtp_segmenter_default_params()
         params.use_gpu = use_gpu
         params.n_threads = n_threads
