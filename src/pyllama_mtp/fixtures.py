@@ -94,6 +94,13 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "pyllama-mtp" / "fixtures"
 
 
+def _quiet_transformers() -> None:
+    """No progress bars from transformers: a bar per tiny save or load would drown the caller's own."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _tokenizer(vocab_multiple: int = 1, vocab_size: int = 0):  # type: ignore[no-untyped-def]
     from tokenizers import Tokenizer, decoders, models, normalizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -127,9 +134,8 @@ def _layer_types(layers: int, full_every: int) -> list[str]:
 def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
     import torch
     from transformers import Gemma4AssistantConfig, Gemma4AssistantForCausalLM, Gemma4ForCausalLM, Gemma4TextConfig
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # a shard bar per tiny save would drown the caller's own progress
+    _quiet_transformers()
     torch.manual_seed(cfg.seed)
     tok = _tokenizer(max(cfg.centroids, 1), cfg.vocab_size)
     vocab = len(tok)
@@ -226,9 +232,8 @@ def hf_target(pair: Pair):  # type: ignore[no-untyped-def]
     """The pair's HF target in f32, loaded once per process."""
     import torch
     from transformers import Gemma4ForCausalLM
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    _quiet_transformers()
 
     return Gemma4ForCausalLM.from_pretrained(pair.target_hf, dtype=torch.float32).eval()
 
@@ -238,9 +243,8 @@ def hf_drafter(pair: Pair):  # type: ignore[no-untyped-def]
     """The pair's HF assistant in f32, loaded once per process."""
     import torch
     from transformers import Gemma4AssistantForCausalLM
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    _quiet_transformers()
 
     return Gemma4AssistantForCausalLM.from_pretrained(pair.drafter_hf, dtype=torch.float32).eval()
 
