@@ -46,8 +46,11 @@ if(NOT DEFINED PYLLAMA_MTP_BACKEND)
 endif()
 string(TOLOWER "${PYLLAMA_MTP_BACKEND}" PYLLAMA_MTP_BACKEND)
 set(PYLLAMA_MTP_BACKEND_WHY "")
-# ggml's own switches, given directly (-DGGML_CUDA=ON), count as an explicit choice.
-if(PYLLAMA_MTP_BACKEND STREQUAL "" AND (DEFINED GGML_CUDA OR DEFINED GGML_METAL))
+# ggml's own switches, given directly (-DGGML_CUDA=ON), count as an explicit choice; the values
+# this file wrote on an earlier configure of the same build folder do not (a reconfigure would
+# otherwise take its own earlier guess for a choice and drop the reason), so detection runs again.
+if(PYLLAMA_MTP_BACKEND STREQUAL "" AND (DEFINED GGML_CUDA OR DEFINED GGML_METAL)
+   AND NOT "${GGML_CUDA}/${GGML_METAL}" STREQUAL "${PYLLAMA_MTP_GGML_WRITTEN}")
     if(GGML_CUDA)
         set(PYLLAMA_MTP_BACKEND cuda)
     elseif(GGML_METAL)
@@ -107,6 +110,7 @@ else()
     set(GGML_CUDA OFF CACHE BOOL "" FORCE)
     set(GGML_METAL OFF CACHE BOOL "" FORCE)
 endif()
+set(PYLLAMA_MTP_GGML_WRITTEN "${GGML_CUDA}/${GGML_METAL}" CACHE INTERNAL "GGML_CUDA/GGML_METAL as backend.cmake set them")
 # One line in the build log (pip shows it with -v); the library keeps it for `pyllama-mtp info`.
 if(PYLLAMA_MTP_BACKEND_WHY)
     message(NOTICE "pyllama-mtp: building the CPU backend. ${PYLLAMA_MTP_BACKEND_WHY}.")

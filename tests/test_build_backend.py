@@ -67,6 +67,14 @@ def test_without_nvcc_auto_builds_the_cpu_backend_and_says_why(tmp_path: Path) -
     assert "building the CPU backend. CUDA not built: no nvcc" in res.stderr
 
 
+def test_a_reconfigure_detects_again_and_keeps_the_reason(tmp_path: Path) -> None:
+    """The GGML_CUDA=OFF the first configure wrote is not taken for a user's choice the second time."""
+    first = _configure(tmp_path, None, hide_nvcc=True)
+    again = _configure(tmp_path, None, hide_nvcc=True)
+    assert first.returncode == 0 and again.returncode == 0, again.stderr
+    assert "building the CPU backend. CUDA not built: no nvcc" in again.stderr
+
+
 def test_without_nvcc_an_explicit_cuda_fails_naming_nvcc(tmp_path: Path) -> None:
     res = _configure(tmp_path, "cuda", hide_nvcc=True)
     assert res.returncode != 0
