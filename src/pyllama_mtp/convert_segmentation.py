@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .convert import import_gguf
 from .errors import ConversionError
 
 ARCH = "pyannote-seg"
@@ -210,8 +211,6 @@ def _read(model: Any) -> _Net:
 
 
 def _write(net: _Net, out: Path, sample_rate: int) -> None:
-    from .convert import import_gguf
-
     gguf = import_gguf()
 
     tmp = out.with_name(out.name + ".part")
