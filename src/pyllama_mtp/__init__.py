@@ -1,13 +1,16 @@
 """pyllama-mtp: Gemma-4 multi-token-prediction speculative decoding from Python.
 
-Public API: :class:`Model`, :class:`Context`, :class:`MtpSession`, :class:`Segmenter` (speaker
-segmentation), :func:`build_info` and the exceptions in :mod:`pyllama_mtp.errors`.
+Public API: :class:`Model`, :class:`Context`, :class:`MtpSession` (with ``chat``), :class:`ChatTemplate`,
+:class:`Segmenter` (speaker segmentation), :func:`build_info` and the exceptions in
+:mod:`pyllama_mtp.errors`. ``pyllama_mtp.server`` is the OpenAI-compatible server (``[serve]`` extra).
 """
 
 from __future__ import annotations
 
+from .chat import ChatReply, ChatTemplate
 from .context import Context
 from .errors import (
+    ChatTemplateError,
     ClosedError,
     ConcurrentUseError,
     ContextError,
@@ -31,6 +34,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BuildInfo",
+    "ChatReply",
+    "ChatTemplate",
+    "ChatTemplateError",
     "ClosedError",
     "ConcurrentUseError",
     "Context",

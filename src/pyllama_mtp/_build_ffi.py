@@ -94,6 +94,23 @@ int32_t llama_mtp_session_reset(struct llama_mtp_session * session);
 struct llama_context * llama_mtp_session_target_context(struct llama_mtp_session * session);
 struct llama_context * llama_mtp_session_draft_context(struct llama_mtp_session * session);
 
+int32_t llama_mtp_session_set_sampling(struct llama_mtp_session * session, float temperature, int32_t top_k,
+                                       float top_p, uint32_t seed);
+
+struct llama_mtp_chat_template;
+struct llama_mtp_chat_message { const char * role; const char * content; };
+struct llama_mtp_chat_params { bool add_generation_prompt; bool enable_thinking; };
+struct llama_mtp_chat_params llama_mtp_chat_default_params(void);
+int32_t llama_mtp_chat_template_init(const struct llama_model * model, const char * template_override,
+                                     struct llama_mtp_chat_template ** out);
+void llama_mtp_chat_template_free(struct llama_mtp_chat_template * tmpl);
+int32_t llama_mtp_chat_template_apply(struct llama_mtp_chat_template * tmpl,
+                                      const struct llama_mtp_chat_message * messages, int32_t n_messages,
+                                      struct llama_mtp_chat_params params);
+const char * llama_mtp_chat_template_prompt(const struct llama_mtp_chat_template * tmpl);
+int32_t llama_mtp_chat_template_n_stops(const struct llama_mtp_chat_template * tmpl);
+const char * llama_mtp_chat_template_stop(const struct llama_mtp_chat_template * tmpl, int32_t i);
+
 struct llama_segmentation;
 #define LLAMA_SEGMENTATION_MAX_FRAMES ...
 struct llama_mtp_segmenter_params { int32_t n_threads; bool use_gpu; bool fused_lstm; };

@@ -1,4 +1,5 @@
-"""``pyllama-mtp`` command line: ``info``, ``generate`` (streaming, draft-MTP), ``convert`` (a Hugging
+"""``pyllama-mtp`` command line: ``info``, ``generate`` (streaming, draft-MTP), ``chat`` (interactive,
+with the model's chat template), ``serve`` (an OpenAI-compatible server), ``convert`` (a Hugging
 Face checkpoint to GGUF), ``demo``, ``trace-report``, ``segment`` (speaker segmentation of a WAV
 file), ``convert-segmentation`` and ``bench``."""
 
@@ -8,6 +9,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from .convert import OUTTYPES
@@ -55,6 +57,93 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             sys.stderr.write("\r\x1b[2K")
         print()
         print(session.stats.format(), file=sys.stderr)
+    return 0
+
+
+def _read_template(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"pyllama-mtp: error: cannot read the chat template: {exc}") from None
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from . import Model, MtpSession, Sampling
+
+    template = _read_template(args.chat_template_file)
+    sampling = Sampling(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    n_draft = args.n_draft if args.drafter else 0
+    interactive = sys.stdin.isatty()
+    with (
+        Model(args.target, n_gpu_layers=args.n_gpu_layers) as target,
+        (Model(args.drafter, n_gpu_layers=args.n_gpu_layers) if args.drafter else _nothing()) as drafter,
+        MtpSession(
+            target, drafter, n_draft=n_draft, n_ctx=args.ctx_size, n_threads=args.threads, sampling=sampling,
+            chat_template=template,
+        ) as session,
+    ):  # fmt: skip
+        session.chat_template  # noqa: B018  (a model without a template fails here, before any input)
+        messages: list[dict[str, str]] = [{"role": "system", "content": args.system}] if args.system else []
+        if interactive:
+            mode = f"draft-mtp, n_draft={n_draft}" if n_draft else "target alone"
+            print(f"chatting with {target.path.name} ({mode}). Ctrl-C stops a reply; Ctrl-D or /exit leaves.",
+                  file=sys.stderr)  # fmt: skip
+        max_tokens = args.n_predict if args.n_predict >= 0 else None
+        while True:
+            try:
+                line = input("> " if interactive else "")
+            except (EOFError, KeyboardInterrupt):
+                break
+            if line.strip() in ("/exit", "/quit"):
+                break
+            if not line.strip():
+                continue
+            messages.append({"role": "user", "content": line})
+            reply: list[str] = []
+            try:
+                for piece in session.chat_stream(messages, max_tokens):
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+                    reply.append(piece)
+            except KeyboardInterrupt:  # stops this reply, not the program
+                sys.stdout.write(" [stopped]")
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            messages.append({"role": "assistant", "content": "".join(reply)})
+            if args.verbose:
+                print(session.stats.format(), file=sys.stderr)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .session import Sampling
+
+    try:
+        from .server import ServerConfig, serve
+    except ImportError as exc:
+        print(f"pyllama-mtp: error: serve needs the [serve] extra (pip install 'pyllama-mtp[serve]'): {exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if args.parallel < 1:
+        print("pyllama-mtp: error: --parallel must be >= 1", file=sys.stderr)
+        return 1
+    config = ServerConfig(
+        target=Path(args.target),
+        drafter=Path(args.drafter) if args.drafter else None,
+        model_name=args.alias or "",
+        n_parallel=args.parallel,
+        n_ctx=args.ctx_size,
+        n_draft=args.n_draft,
+        n_gpu_layers=args.n_gpu_layers,
+        n_threads=args.threads,
+        chat_template=_read_template(args.chat_template_file),
+        sampling=Sampling(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed),
+    )
+    print(f"pyllama-mtp: serving {config.name} on http://{args.host}:{args.port} ({args.parallel} slots)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    serve(config, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
@@ -200,7 +289,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from . import benchmark
     from .benchmark.shapes import REGIMES
@@ -235,6 +323,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """The model, drafting and sampling options chat and serve share with llama.cpp's tools."""
+    p.add_argument("-m", "--target", required=True, help="target GGUF")
+    p.add_argument("-md", "--drafter", help="drafter GGUF (gemma4_assistant); omit for target-only decoding")
+    p.add_argument("--n-draft", type=int, default=3, help="tokens drafted per step (default 3)")
+    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=-1)
+    p.add_argument("-t", "--threads", type=int, default=0)
+    p.add_argument("--temp", type=float, default=0.0, help="temperature; 0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("-s", "--seed", type=int, default=None)
+    p.add_argument("--chat-template-file", help="a jinja chat template to use instead of the model's own")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyllama-mtp", description="Gemma-4 MTP speculative decoding on llama.cpp")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -265,6 +367,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="async: queue each next draft behind the verify pass (same tokens; default sync)",
     )
     gen.set_defaults(func=_cmd_generate)
+    chat = sub.add_parser(
+        "chat",
+        help="chat in the terminal with the target's own chat template, drafting with -md",
+        description="Reads a message per line (interactive on a terminal), streams each reply and keeps the "
+        "conversation, reusing its KV cache turn by turn. Ctrl-C stops a reply; Ctrl-D or /exit leaves.",
+    )
+    _model_args(chat)
+    chat.add_argument("-n", "--n-predict", type=int, default=-1, help="tokens per reply; -1: until the turn ends")
+    chat.add_argument("-c", "--ctx-size", type=int, default=4096)
+    chat.add_argument("-sys", "--system", help="a system message opening the conversation")
+    chat.add_argument("-v", "--verbose", action="store_true", help="print the session's counters after each reply")
+    chat.set_defaults(func=_cmd_chat)
+    srv = sub.add_parser(
+        "serve",
+        help="an OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions) over draft-MTP sessions",
+        description="One draft-MTP session per slot; requests wait for a slot in arrival order. Needs the "
+        "[serve] extra. Requests that set no sampling use --temp/--top-k/--top-p/--seed (default greedy).",
+    )
+    _model_args(srv)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("-np", "--parallel", type=int, default=1, help="slots: requests served at once (default 1)")
+    srv.add_argument("-c", "--ctx-size", type=int, default=4096, help="context per slot (default 4096)")
+    srv.add_argument("-a", "--alias", help="the model id clients name (default: the target file's stem)")
+    srv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    srv.set_defaults(func=_cmd_serve)
     conv = sub.add_parser(
         "convert",
         help="convert a Hugging Face Gemma 4 target or gemma4_assistant folder to GGUF",

@@ -53,3 +53,8 @@ class ConversionError(PyllamaMtpError, ValueError):
 
 class ConverterMissingError(PyllamaMtpError, FileNotFoundError):
     """This installation has no Hugging Face converter (a build that skipped installing it)."""
+
+
+class ChatTemplateError(PyllamaMtpError, ValueError):
+    """A conversation that cannot be rendered: the model has no chat template, the template does not
+    parse, or it rejects the messages (a role or an order it does not allow)."""

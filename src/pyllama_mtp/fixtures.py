@@ -55,6 +55,9 @@ class PairConfig:
     global_head_dim: int = 64
     full_every: int = 0  # every n-th layer is full attention (Gemma 4: 5); 0: only the last
     save_dtype: str = "float32"  # dtype of the saved HF checkpoint
+    # Gemma 4's turn and channel tokens in the vocabulary and its chat template (the one the pinned
+    # tree carries for Gemma 4) in the tokenizer, so the GGUFs chat as released models do.
+    chat: bool = False
 
     def key(self) -> str:
         fields = asdict(self)
@@ -77,6 +80,7 @@ _LATER_FIELDS = {
     "global_head_dim": 64,
     "full_every": 0,
     "save_dtype": "float32",
+    "chat": False,
 }
 
 
@@ -101,7 +105,21 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _tokenizer(vocab_multiple: int = 1, vocab_size: int = 0):  # type: ignore[no-untyped-def]
+# Gemma 4's control tokens that its chat template writes; "<turn|>" ends a turn (an end-of-generation token).
+CHAT_TOKENS = ["<|turn>", "<turn|>", "<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", '<|"|>']
+
+
+def gemma4_chat_template() -> str:
+    """Gemma 4's chat template as the pinned llama.cpp tree carries it (shipped beside the converter)."""
+    from .convert import converter_dir
+
+    path = converter_dir() / "models" / "templates" / "google-gemma-4-31B-it.jinja"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: this installation has no Gemma 4 chat template (a trimmed llama.cpp tree?)")
+    return path.read_text(encoding="utf-8")
+
+
+def _tokenizer(vocab_multiple: int = 1, vocab_size: int = 0, chat: bool = False):  # type: ignore[no-untyped-def]
     from tokenizers import Tokenizer, decoders, models, normalizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -115,12 +133,17 @@ def _tokenizer(vocab_multiple: int = 1, vocab_size: int = 0):  # type: ignore[no
     )
     tok.train_from_iterator(corpus, trainer)
     tok.add_tokens([f"<0x{i:02X}>" for i in range(256)])
+    if chat:
+        tok.add_special_tokens(CHAT_TOKENS)
     n_pad = max(vocab_size - tok.get_vocab_size(), 0)
     n_pad += -(tok.get_vocab_size() + n_pad) % vocab_multiple
     tok.add_tokens([f"<unused{i}>" for i in range(n_pad)])
-    return PreTrainedTokenizerFast(
+    hf = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
     )
+    if chat:
+        hf.chat_template = gemma4_chat_template()
+    return hf
 
 
 def _layer_types(layers: int, full_every: int) -> list[str]:
@@ -137,7 +160,7 @@ def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
 
     _quiet_transformers()
     torch.manual_seed(cfg.seed)
-    tok = _tokenizer(max(cfg.centroids, 1), cfg.vocab_size)
+    tok = _tokenizer(max(cfg.centroids, 1), cfg.vocab_size, cfg.chat)
     vocab = len(tok)
 
     def text_cfg(hidden: int, layers: int, full_every: int, intermediate: int) -> Gemma4TextConfig:

@@ -7,7 +7,6 @@ tokens) or a whole generation, so Python pays per step, never per token.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import os
 import threading
@@ -18,6 +17,8 @@ from typing import Any, Literal
 from ._native import check, ffi, lib
 from ._native import kv_cache_type as _kv_type
 from ._resource import NativeResource
+from ._text import TextStream
+from .chat import ChatReply, ChatTemplate, FinishReason, Message
 from .errors import ConcurrentUseError, ContextOverflowError, IncompatibleModelsError
 from .model import Model
 
@@ -144,6 +145,9 @@ class MtpSession(NativeResource):
     tokens, drafts and acceptance as ``"sync"``, with the drafter's host work off the critical path
     (``stats.n_draft_speculative``, ``stats.n_draft_cancelled``).
     The models must stay open while the session is.
+    :meth:`chat` and :meth:`chat_stream` render a conversation with the target's own chat template
+    (``chat_template`` replaces it) and stop at the end of the assistant's turn; a conversation
+    that grows turn by turn reuses the KV of the turns before.
     Not thread-safe: use one session per thread (sessions on separate threads run in parallel;
     every native call releases the GIL). :meth:`agenerate` streams to ``asyncio`` code.
     """
@@ -170,6 +174,7 @@ class MtpSession(NativeResource):
         fused_draft: bool = True,
         pipeline: Pipeline = "sync",
         speculate_row: int | None = None,
+        chat_template: str | None = None,
     ) -> None:
         if not 0 <= n_draft <= MAX_DRAFT:
             raise ValueError(f"n_draft must be in [0, {MAX_DRAFT}], got {n_draft}")
@@ -208,6 +213,8 @@ class MtpSession(NativeResource):
         check(lib.llama_mtp_session_create(target.ptr, drafter_ptr, params, out), where, IncompatibleModelsError)
         self._ptr = out[0]
         self._generation = 0
+        self._chat_template_source = chat_template
+        self._chat_template: ChatTemplate | None = None
         # native calls release the GIL; one session's state must never see two at once
         self._busy = threading.Lock()
 
@@ -221,6 +228,8 @@ class MtpSession(NativeResource):
             super().close()
             return
         with busy:
+            if self._chat_template is not None:
+                self._chat_template.close()
             super().close()
 
     @contextlib.contextmanager
@@ -302,14 +311,83 @@ class MtpSession(NativeResource):
 
     def generate_text(self, prompt: str | Sequence[int], max_tokens: int) -> Iterator[str]:
         """Stream generated text; a UTF-8 character split across tokens comes out whole."""
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = TextStream()
         for step in self.steps(prompt, max_tokens):
-            piece = decoder.decode(b"".join(self.target.token_to_piece(t) for t in step.tokens))
+            piece = text.push(b"".join(self.target.token_to_piece(t) for t in step.tokens))
             if piece:
                 yield piece
-        tail = decoder.decode(b"", final=True)
+        tail = text.finish()
         if tail:
             yield tail
+
+    # -- chat -----------------------------------------------------------------
+    @property
+    def chat_template(self) -> ChatTemplate:
+        """The template :meth:`chat` renders with (the target's own unless ``chat_template`` was given)."""
+        if self._chat_template is None:
+            self._chat_template = ChatTemplate(self.target, template=self._chat_template_source)
+        return self._chat_template
+
+    def chat_stream(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int | None = None,
+        *,
+        stop: Sequence[str] = (),
+        enable_thinking: bool = False,
+    ) -> Iterator[str]:
+        """Stream the assistant's reply to ``messages`` as text pieces (see :meth:`chat`)."""
+        ids, stops = self.chat_template.tokens(messages, enable_thinking=enable_thinking)
+        for piece, _ in self._reply(ids, max_tokens, [*stops, *stop], []):
+            if piece:
+                yield piece
+
+    def chat(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int | None = None,
+        *,
+        stop: Sequence[str] = (),
+        enable_thinking: bool = False,
+    ) -> ChatReply:
+        """The assistant's reply to ``messages`` (``[{"role": "user", "content": "..."}, ...]``).
+
+        The conversation is rendered by the chat template and generation stops at the end of the
+        turn, at a string of ``stop`` (not included), after ``max_tokens`` or when the context is
+        full (``max_tokens=None``: only the last two). Raises
+        :class:`~pyllama_mtp.errors.ChatTemplateError` when the messages cannot be rendered.
+        """
+        ids, stops = self.chat_template.tokens(messages, enable_thinking=enable_thinking)
+        parts: list[str] = []
+        tokens: list[int] = []
+        finish: FinishReason = "length"
+        for piece, reason in self._reply(ids, max_tokens, [*stops, *stop], tokens):
+            parts.append(piece)
+            finish = reason or finish
+        return ChatReply(text="".join(parts), tokens=tokens, finish_reason=finish, n_prompt=len(ids))
+
+    def room(self, n_prompt: int) -> int:
+        """Tokens a generation after an ``n_prompt``-token prompt can add before the context is full."""
+        return max(0, self.n_ctx - n_prompt - self.n_draft - 1)  # a verify batch writes n_draft + 1 rows
+
+    def _reply(
+        self, ids: list[int], max_tokens: int | None, stops: Sequence[str], tokens: list[int]
+    ) -> Iterator[tuple[str, FinishReason | None]]:
+        """Text pieces of a reply (its ids appended to ``tokens``); the last one carries the finish reason."""
+        if len(ids) + 1 > self.n_ctx:
+            raise ContextOverflowError(f"the conversation ({len(ids)} tokens) does not fit n_ctx={self.n_ctx}")
+        max_tokens = self.room(len(ids)) if max_tokens is None else min(max_tokens, self.room(len(ids)))
+        text = TextStream(stops)
+        finish: FinishReason = "length"
+        for step in self.steps(ids, max_tokens):
+            tokens.extend(step.tokens)
+            if step.tokens and self.target.is_eog(step.tokens[-1]):
+                finish = "stop"
+            yield text.push(b"".join(self.target.token_to_piece(t) for t in step.tokens)), None
+            if text.stopped:
+                yield "", "stop"
+                return
+        yield text.finish(), finish
 
     def complete(self, prompt: str | Sequence[int], max_tokens: int) -> list[int]:
         """The whole generation in one native call (no streaming): the fastest path."""
@@ -356,6 +434,15 @@ class MtpSession(NativeResource):
         self._generation += 1
         with self._exclusive():
             check(lib.llama_mtp_session_reset(self.ptr))
+
+    def set_sampling(self, sampling: Sampling) -> None:
+        """Sample the next generations with ``sampling`` (its seed restarts the random stream)."""
+        seed = _DEFAULT_SEED if sampling.seed is None else sampling.seed
+        with self._exclusive():
+            check(
+                lib.llama_mtp_session_set_sampling(self.ptr, sampling.temperature, sampling.top_k, sampling.top_p, seed)
+            )
+        self.sampling = sampling
 
     def memory(self) -> dict[str, dict[str, int]]:
         """Bytes held by the target and draft contexts: ``{"target": {...}, "drafter": {...}}``."""

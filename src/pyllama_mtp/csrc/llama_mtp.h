@@ -215,8 +215,49 @@ LLAMA_API void llama_mtp_session_stats(const struct llama_mtp_session * session,
 // Clear both contexts and the counters, and rewind the sampler to its seed.
 LLAMA_API int32_t llama_mtp_session_reset(struct llama_mtp_session * session);
 
+// Replace the target's sampler between generations (a server serving requests with their own
+// temperature and seed on one session): the same chain session_create builds from these fields,
+// in the target's graph when the session samples on the backend. The random stream restarts at
+// seed. LLAMA_MTP_ERR_INVALID_ARG for values session_create would refuse.
+LLAMA_API int32_t llama_mtp_session_set_sampling(struct llama_mtp_session * session, float temperature, int32_t top_k,
+                                                 float top_p, uint32_t seed);
+
 LLAMA_API struct llama_context * llama_mtp_session_target_context(struct llama_mtp_session * session);
 LLAMA_API struct llama_context * llama_mtp_session_draft_context(struct llama_mtp_session * session);
+
+//
+// Chat templates: a conversation rendered by the template the GGUF carries (tokenizer.chat_template)
+// through llama.cpp's chat layer and jinja engine, as llama-server renders /v1/chat/completions.
+//
+
+struct llama_mtp_chat_template;
+
+struct llama_mtp_chat_message {
+    const char * role;     // "system", "user", "assistant", ...
+    const char * content;  // UTF-8 text
+};
+
+struct llama_mtp_chat_params {
+    bool add_generation_prompt;  // end with the opening of the assistant's turn (default true)
+    bool enable_thinking;        // the template's enable_thinking variable (default false)
+};
+
+LLAMA_API struct llama_mtp_chat_params llama_mtp_chat_default_params(void);
+
+// template_override: jinja source, or NULL to use the model's own. LLAMA_MTP_ERR_INVALID_ARG when
+// the model has none and no override is given, or the source does not parse.
+LLAMA_API int32_t llama_mtp_chat_template_init(const struct llama_model * model, const char * template_override,
+                                               struct llama_mtp_chat_template ** out);
+LLAMA_API void    llama_mtp_chat_template_free(struct llama_mtp_chat_template * tmpl);
+
+// Render messages; the prompt and the template's extra stop strings are then read with the calls
+// below, valid until the next apply. LLAMA_MTP_ERR_INVALID_ARG when the template rejects them.
+LLAMA_API int32_t      llama_mtp_chat_template_apply(struct llama_mtp_chat_template *      tmpl,
+                                                     const struct llama_mtp_chat_message * messages, int32_t n_messages,
+                                                     struct llama_mtp_chat_params params);
+LLAMA_API const char * llama_mtp_chat_template_prompt(const struct llama_mtp_chat_template * tmpl);
+LLAMA_API int32_t      llama_mtp_chat_template_n_stops(const struct llama_mtp_chat_template * tmpl);
+LLAMA_API const char * llama_mtp_chat_template_stop(const struct llama_mtp_chat_template * tmpl, int32_t i);
 
 // --- speaker segmentation (llama-segmentation.h in the patched tree), with our error reporting ---
 

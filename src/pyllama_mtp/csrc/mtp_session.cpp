@@ -830,6 +830,34 @@ int32_t llama_mtp_session_reset(struct llama_mtp_session * session) {
     });
 }
 
+int32_t llama_mtp_session_set_sampling(struct llama_mtp_session * session, float temperature, int32_t top_k,
+                                       float top_p, uint32_t seed) {
+    if (session == nullptr) {
+        set_error("session is NULL");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    if (top_k < 0 || !(top_p > 0.0f && top_p <= 1.0f) || temperature != temperature) {
+        set_error("top_k must be >= 0, top_p in (0, 1] and temperature a number");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    return guarded("session set sampling", [&]() -> int32_t {
+        llama_mtp_session_params p = session->params;
+        p.temperature              = temperature;
+        p.top_k                    = top_k;
+        p.top_p                    = top_p;
+        p.seed                     = seed;
+        std::unique_ptr<llama_sampler, sampler_deleter> smpl(make_target_sampler(p));
+        // the context holds the backend sampler by pointer: attach the new one before the old is freed
+        if (session->params.backend_sampling && !llama_set_sampler(session->ctx_tgt.get(), 0, smpl.get())) {
+            set_error_with_log("the target context refused the new sampler");
+            return LLAMA_MTP_ERR_INTERNAL;
+        }
+        session->smpl   = std::move(smpl);
+        session->params = p;
+        return LLAMA_MTP_OK;
+    });
+}
+
 struct llama_context * llama_mtp_session_target_context(struct llama_mtp_session * session) {
     return session != nullptr ? session->ctx_tgt.get() : nullptr;
 }
