@@ -3,10 +3,13 @@
 # backend from the carried pinned tree, run the GPU benchmarks, then the whole test suite with
 # what time is left. Everything lands in $OUT (default ./gpu-out).
 #   .carry/llama.cpp  the pinned tree, trimmed (PYLLAMA_MTP_LLAMA_SRC)
-#   .whl/             wheels the machine lacks (the H200 image: cffi and pycparser), all installed
+#   .whl/             wheels the machine lacks, all installed (the H200 image: cffi and pycparser; for
+#                     the chat server's tests and load test also the [serve] extra, openai and httpx)
 #   GPU_CHECK_SECONDS total budget (default 580); GPU_CHECK_COMMIT the commit to record;
 #   GPU_CHECK_SUITE_ONLY=1 skips the segmentation tests and the benchmarks;
 #   GPU_CHECK_ROUTED=1 runs bench/routed_head.py (E2B-sized vocabulary) before the suite
+#   GPU_CHECK_SERVE_LOAD=1 runs the server's load test (random and agreeing pairs) before the suite
+#   GPU_CHECK_FIRST="test_a.py ..." runs these test files first instead of the default GPU-specific ones
 #   GPU_CHECK_BENCH=1 also builds upstream's llama-speculative-simple and, while the library
 #     compiles, the bench pairs of GPU_CHECK_BENCH_SHAPES (default "e2b"; "e2b 31b" for both),
 #     then runs `pyllama-mtp bench --shape S $GPU_CHECK_BENCH_ARGS` per shape into $OUT/S.
@@ -89,11 +92,18 @@ if [ -n "${GPU_CHECK_ROUTED:-}" ]; then
 python3 bench/routed_head.py --commit "$commit" --out "$out/routed-head.json" > "$out/routed-head.log" 2>&1
 echo "routed head bench: rc $? after $((SECONDS - t0)) s"
 fi
+if [ -n "${GPU_CHECK_SERVE_LOAD:-}" ]; then
+    for pair in "" --agree; do
+        # shellcheck disable=SC2086
+        python3 -m pyllama_mtp.benchmark.serve_load $pair --commit "$commit" --out-dir "$out" > "$out/serve-load$pair.log" 2>&1
+        echo "serve load $pair: rc $? after $((SECONDS - t0)) s"
+    done
+fi
 left=$((budget - (SECONDS - t0)))
 # the GPU-specific files first, the slow child-process corpora and the 1000-cycle test last
-first="test_fused_draft.py test_long_vocab.py test_backend_sampling.py test_bench_harness.py test_routed_head.py
+first="${GPU_CHECK_FIRST:-test_fused_draft.py test_long_vocab.py test_backend_sampling.py test_bench_harness.py test_routed_head.py
  test_placement.py test_context_shift.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py
- test_model.py test_info.py test_trace.py test_cli.py test_patches.py test_vendor.py"
+ test_model.py test_info.py test_trace.py test_cli.py test_patches.py test_vendor.py}"
 last="test_gguf_fuzz.py test_resources.py"
 # every other test file (but segmentation's, run above) goes between them
 rest=$(cd tests && ls test_*.py | grep -vxF -e test_segmentation.py $(printf -- '-e %s ' $first $last) | tr '\n' ' ')

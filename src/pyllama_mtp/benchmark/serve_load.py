@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--max-tokens", type=int, default=32)
     parser.add_argument("--agree", action="store_true", help="the agreeing pair (acceptance ~1), not the random one")
     parser.add_argument("-o", "--out-dir", default="bench/results")
+    parser.add_argument("--commit", help="our commit, where git cannot tell (a copied tree)")
     args = parser.parse_args(argv)
     n_ctx = 1024
     pair = build_pair(PairConfig(chat=True, agree=args.agree))
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     all_correct = all(r["answered"] == r["clients"] * r["requests_per_client"] and r["mismatched"] == 0 for r in rows)
     out: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
-        "commit": git_commit(),
+        "commit": args.commit or git_commit(),
         "device": device,
         "machine": platform.platform(),
         "command": "python -m pyllama_mtp.benchmark.serve_load " + " ".join(argv if argv is not None else sys.argv[1:]),
