@@ -187,14 +187,24 @@ def test_set_sampling_matches_a_session_made_with_it(models: tuple[Model, Model]
     ids = target.tokenize("the quick brown fox")
     with MtpSession(target, drafter, n_ctx=256, n_threads=2, sampling=sampled) as made:
         expected = made.complete(ids, 24)
+        continued = made.complete(ids, 24)  # the stream runs on across generations
+    assert continued[0] != expected[0]
     with MtpSession(target, drafter, n_ctx=256, n_threads=2) as switched:
-        greedy = switched.complete(ids, 24)
         switched.set_sampling(sampled)
         assert switched.complete(ids, 24) == expected
-        switched.set_sampling(sampled)  # the seed restarts the stream
-        assert switched.complete(ids, 24) == expected
+        switched.set_sampling(sampled)  # the seed restarts the stream ...
+        restarted = switched.complete(ids, 24)
+        # ... compared on the first token only: this generation reuses the prompt's KV, and on
+        # CUDA attention over a reused cache rounds apart from a fresh one, so later near-ties flip
+        assert restarted[0] == expected[0]
         switched.set_sampling(Sampling())
-        assert switched.complete(ids, 24) == greedy
+        switched.reset()  # from an empty cache, as the sessions compared with
+        greedy = switched.complete(ids, 24)
+        switched.reset()
+        switched.set_sampling(sampled)
+        assert switched.complete(ids, 24) == expected
+    with MtpSession(target, drafter, n_ctx=256, n_threads=2) as plain:
+        assert plain.complete(ids, 24) == greedy
     assert expected != greedy
 
 
