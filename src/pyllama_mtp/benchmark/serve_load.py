@@ -114,6 +114,8 @@ class LoadResult:
     latency_p50_s: float
     latency_p95_s: float
     acceptance_rate: float
+    #: seconds the server's sessions spent generating (its /metrics), summed over the slots
+    generate_seconds: float
 
     @property
     def tokens_per_second(self) -> float:
@@ -121,6 +123,14 @@ class LoadResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "tokens_per_second": round(self.tokens_per_second, 2)}
+
+
+def _generate_seconds(base_url: str) -> float:
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("pyllama_mtp_generate_seconds_total "):
+                return float(line.split()[1])
+    raise RuntimeError(f"{base_url}/metrics has no pyllama_mtp_generate_seconds_total")
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -180,10 +190,12 @@ async def run_load(
         for r in range(requests_per_client):
             await one((c * requests_per_client + r) % len(convs), stream=(c + r) % 2 == 0)
 
+    busy_before = await asyncio.to_thread(_generate_seconds, base_url)
     start = time.perf_counter()
     await asyncio.gather(*(client(c) for c in range(clients)))
     wall = time.perf_counter() - start
     await api.close()
+    busy = await asyncio.to_thread(_generate_seconds, base_url) - busy_before
     return LoadResult(
         clients=clients,
         requests_per_client=requests_per_client,
@@ -195,6 +207,7 @@ async def run_load(
         latency_p50_s=round(_percentile(latencies, 0.5), 4),
         latency_p95_s=round(_percentile(latencies, 0.95), 4),
         acceptance_rate=round(counts["accepted"] / counts["drafted"], 4) if counts["drafted"] else 0.0,
+        generate_seconds=round(busy, 4),
     )
 
 
@@ -222,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                 run_load(base, "fixture", convs, expected, clients=args.clients,
                          requests_per_client=args.requests, max_tokens=args.max_tokens)
             )  # fmt: skip
-        rows.append({"contender": name, **result.as_dict()})
+        # the share of the slots' time spent inside the sessions: the rest is the server's own cost
+        # (HTTP, JSON, templates, queueing, thread hand-offs), the bound this test can show
+        busy = result.generate_seconds / (result.wall_seconds * args.parallel)
+        rows.append({"contender": name, **result.as_dict(), "slot_busy_fraction": round(busy, 4)})
         print(f"{name}: {json.dumps(rows[-1])}", file=sys.stderr)
     device = device_name("gpu" if build_info().gpu_offload else "cpu")
     by = {r["contender"]: r for r in rows}
