@@ -48,6 +48,44 @@ def test_override_tree_is_copied(tmp_path: Path, monkeypatch) -> None:
     assert (tmp_path / "dest" / "include" / "llama.h").read_text() == "// header\n"
 
 
+def _sdist(path: Path, members: list[tarfile.TarInfo]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        tar.addfile(_file("pkg/vendor/llama.cpp/include/llama.h", b"// h"), io.BytesIO(b"// h"))
+        for m in members:
+            tar.addfile(m, io.BytesIO(b"x" * m.size) if m.isfile() else None)
+    return path
+
+
+def _file(name: str, data: bytes = b"x") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+@pytest.mark.parametrize("old_python", [False, True], ids=["tarfile-filter", "python-before-3.11.4"])
+def test_extraction_refuses_members_leaving_the_tree(tmp_path: Path, monkeypatch, old_python: bool) -> None:
+    if old_python:  # Debian 12's Python 3.11.2 has no extraction filters
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    ok = _sdist(tmp_path / "ok.tar.gz", [_file("pkg/vendor/llama.cpp/a/b.c"), _link("pkg/vendor/llama.cpp/a/l", "b.c")])
+    _vendor.extract_tree(ok, tmp_path / "ok")
+    assert (tmp_path / "ok" / "a" / "l").read_bytes() == b"x"
+    for bad in (
+        _file("pkg/vendor/llama.cpp/../../escape.txt"),
+        _link("pkg/vendor/llama.cpp/a/l", "../../../outside"),
+        _link("pkg/vendor/llama.cpp/a/l", "/etc/passwd"),
+    ):
+        archive = _sdist(tmp_path / "bad.tar.gz", [bad])
+        with pytest.raises((ValueError, tarfile.TarError)):
+            _vendor.extract_tree(archive, tmp_path / "bad")
+        assert not (tmp_path / "escape.txt").exists()
+
+
 def test_extraction_takes_only_the_subtree_and_drops_its_gitlink(tmp_path: Path) -> None:
     fake = tmp_path / "fake.tar.gz"
     with tarfile.open(fake, "w:gz") as tar:

@@ -137,6 +137,28 @@ def fetch_sdist(cache_dir: Path) -> Path:
     return cached
 
 
+def _check_member(member: tarfile.TarInfo) -> None:
+    """Refuse what tarfile's "data" filter refuses: paths or links leaving the tree, special files."""
+    parts = Path(member.name).parts
+    if member.name.startswith("/") or ".." in parts:
+        raise ValueError(f"the sdist has a member outside its tree: {member.name}")
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise ValueError(f"the sdist has a special file: {member.name}")
+    if member.issym() or member.islnk():
+        target = Path(member.name).parent / member.linkname if member.issym() else Path(member.linkname)
+        if member.linkname.startswith("/") or not _stays_inside(target):
+            raise ValueError(f"the sdist has a link leaving its tree: {member.name} -> {member.linkname}")
+
+
+def _stays_inside(path: Path) -> bool:
+    depth = 0
+    for part in path.parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            return False
+    return True
+
+
 def extract_tree(sdist: Path, dest: Path) -> None:
     """Extract only the vendored llama.cpp subtree of a verified sdist into ``dest``."""
     tmp = Path(tempfile.mkdtemp(prefix="llama-src-", dir=dest.parent))
@@ -149,7 +171,13 @@ def extract_tree(sdist: Path, dest: Path) -> None:
             members = [m for m in tar.getmembers() if m.name.startswith(prefix) and m.name != prefix + ".git"]
             for m in members:
                 m.name = m.name[len(prefix) :]
-            tar.extractall(tmp, members=[m for m in members if m.name], filter="data")
+            members = [m for m in members if m.name]
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(tmp, members=members, filter="data")
+            else:  # Python < 3.11.4 (Debian 12's 3.11.2): the same refusals, by hand
+                for m in members:
+                    _check_member(m)
+                tar.extractall(tmp, members=members)
         (tmp / STAMP).write_text(json.dumps({"sdist_sha256": PIN["sdist_sha256"]}))
         if dest.exists():
             shutil.rmtree(dest)
