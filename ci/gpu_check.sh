@@ -10,9 +10,10 @@
 #   GPU_CHECK_ROUTED=1 runs bench/routed_head.py (E2B-sized vocabulary) before the suite
 #   GPU_CHECK_SERVE_LOAD=1 runs the server's load test (random and agreeing pairs) before the suite
 #   GPU_CHECK_FIRST="test_a.py ..." runs these test files first instead of the default GPU-specific ones
-#   GPU_CHECK_BENCH=1 also builds upstream's llama-speculative-simple and, while the library
-#     compiles, the bench pairs of GPU_CHECK_BENCH_SHAPES (default "e2b"; "e2b 31b" for both),
-#     then runs `pyllama-mtp bench --shape S $GPU_CHECK_BENCH_ARGS` per shape into $OUT/S.
+#   GPU_CHECK_BENCH=1 also builds upstream's llama-speculative-simple and llama-server (the carried
+#     tree keeps tools/ui's build files) and, while the library compiles, the bench pairs of
+#     GPU_CHECK_BENCH_SHAPES (default "e2b"; "e2b e2b-q4 31b" for all), then runs
+#     `pyllama-mtp bench --shape S $GPU_CHECK_BENCH_ARGS` per shape into $OUT/S.
 #   A command may run 10 minutes: GPU_CHECK_BUILD_ONLY=1 stops after the build (and the pairs);
 #   a second call with GPU_CHECK_SKIP_BUILD=1 on the same warm machine goes on from there.
 set -uo pipefail
@@ -42,7 +43,8 @@ for name, path in (("pyllama_mtp", "src/pyllama_mtp"), ("pyllama_mtp.benchmark",
     module.__path__ = [path]
     sys.modules[name] = module
 from pyllama_mtp.benchmark import shapes
-for shape in sys.argv[1:]:
+# a quantized shape's source pair only: quantizing needs the library being built
+for shape in dict.fromkeys(shapes.QUANTIZED.get(s, (s,))[0] for s in sys.argv[1:]):
     for regime in ("agree", "random"):
         t0 = time.time()
         print(shape, regime, shapes.build(shape, regime, "cuda").root, f"{time.time() - t0:.0f} s", flush=True)
@@ -50,11 +52,13 @@ EOF
         pairs_pid=$!
     fi
     examples=()
-    [ -n "${GPU_CHECK_BENCH:-}" ] && examples=(-C cmake.define.LLAMA_BUILD_EXAMPLES=ON)
+    [ -n "${GPU_CHECK_BENCH:-}" ] && examples=(-C cmake.define.LLAMA_BUILD_EXAMPLES=ON
+        -C cmake.define.LLAMA_BUILD_TOOLS=ON -C cmake.define.LLAMA_BUILD_SERVER=ON
+        -C cmake.define.LLAMA_USE_PREBUILT_UI=OFF -C cmake.define.LLAMA_BUILD_UI=OFF)
     python3 -m pip install --no-build-isolation --no-deps --target /tmp/pkg -C build-dir=/tmp/skb "${examples[@]}" . \
         > "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
     if [ -n "${GPU_CHECK_BENCH:-}" ]; then
-        cmake --build /tmp/skb --target llama-speculative-simple >> "$out/build.log" 2>&1 \
+        cmake --build /tmp/skb --target llama-speculative-simple llama-server >> "$out/build.log" 2>&1 \
             || { tail -50 "$out/build.log"; exit 1; }
     fi
     echo "build: $((SECONDS - t0)) s"
@@ -80,9 +84,11 @@ echo "benches: $((SECONDS - t0)) s (commit $commit)"
 fi
 if [ -n "${GPU_CHECK_BENCH:-}" ]; then
     upstream_bin=$(find /tmp/skb -name llama-speculative-simple -type f -perm -u+x | head -1)
+    server_bin=$(find /tmp/skb -name llama-server -type f -perm -u+x | head -1)
     for shape in ${GPU_CHECK_BENCH_SHAPES:-e2b}; do
         # shellcheck disable=SC2086
-        python3 -m pyllama_mtp bench --shape "$shape" --upstream "$upstream_bin" --commit "$commit" \
+        python3 -m pyllama_mtp bench --shape "$shape" --upstream "$upstream_bin" --upstream-server "$server_bin" \
+            --commit "$commit" \
             -o "$out/$shape" ${GPU_CHECK_BENCH_ARGS:-} > "$out/bench-$shape.log" 2>&1
         echo "pyllama-mtp bench --shape $shape: rc $? after $((SECONDS - t0)) s"
         grep -v "^llama\|^load\|^print_info\|Loading\|Writing" "$out/bench-$shape.log" | tail -40

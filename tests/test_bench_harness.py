@@ -40,8 +40,13 @@ def test_alpha_inverts_block_acceptance(alpha: float, k: int) -> None:
 @pytest.fixture(scope="module")
 def cpu_result() -> dict[str, Any]:
     upstream = os.environ.get("PYLLAMA_MTP_UPSTREAM_BIN")
+    server = os.environ.get("PYLLAMA_MTP_UPSTREAM_SERVER")
     opts = benchmark.Options(
-        mode="cpu", upstream=Path(upstream) if upstream else None, n_predict=24, log=lambda _msg: None
+        mode="cpu",
+        upstream=Path(upstream) if upstream else None,
+        upstream_server=Path(server) if server else None,
+        n_predict=24,
+        log=lambda _msg: None,
     )
     return benchmark.run(opts)
 
@@ -54,14 +59,25 @@ def test_cpu_mode_runs_every_contender_and_regime(cpu_result: dict[str, Any]) ->
     benchmark.validate(cpu_result)
     assert cpu_result["mode"] == "cpu" and list(cpu_result["shapes"]) == ["tiny"]
     names = {(r["name"], r["regime"]) for r in cpu_result["rows"]}
-    for regime in ("agree", "random", "mixed"):
-        for name in ("ours-baseline", "ours-draft-mtp-k1", "ours-draft-mtp-k3", "ours-draft-mtp-k3-async"):
+    for regime in ("agree", "random", "mixed", "drifting"):
+        for name in (
+            "ours-baseline",
+            "ours-draft-mtp-k1",
+            "ours-draft-mtp-k3",
+            "ours-draft-mtp-k3-async",
+            "ours-draft-mtp-auto",
+        ):
             assert (name, regime) in names
     for regime in ("agree", "random"):  # HF runs greedy only
         assert ("hf-baseline", regime) in names and ("hf-assisted-k3", regime) in names
     assert ("hf-assisted-k3", "mixed") not in names
     if os.environ.get("PYLLAMA_MTP_UPSTREAM_BIN"):
         assert ("upstream-draft-mtp-k3", "agree") in names
+        assert ("upstream-draft-mtp-k3", "drifting") not in names  # it cannot switch sampling mid-generation
+    if os.environ.get("PYLLAMA_MTP_UPSTREAM_SERVER"):
+        for regime in ("agree", "random", "mixed", "drifting"):
+            for k in (0, 1, 3):
+                assert (f"upstream-server-k{k}", regime) in names and (f"upstream-server-bs-k{k}", regime) in names
 
 
 def test_regimes_give_the_acceptance_they_promise(cpu_result: dict[str, Any]) -> None:
@@ -80,9 +96,24 @@ def test_regimes_give_the_acceptance_they_promise(cpu_result: dict[str, Any]) ->
     assert abs(a1 - a3) < 0.25
 
 
+def test_the_drifting_regime_switches_inside_each_generation(cpu_result: dict[str, Any]) -> None:
+    spans = cpu_result["regimes"]["drifting"]["spans"]
+    assert [t > 0 for _, t in spans] == [False, True, False, True]
+    assert sum(n for n, _ in spans) == cpu_result["n_predict"]
+    # half greedy (every draft right), half hot (nearly every draft wrong): in between
+    acc = _row(cpu_result, "ours-draft-mtp-k3", "drifting")["acceptance"]
+    assert _row(cpu_result, "ours-draft-mtp-k3", "random")["acceptance"] < acc < 0.95
+    assert acc > 0.2
+    if os.environ.get("PYLLAMA_MTP_UPSTREAM_SERVER"):
+        server = _row(cpu_result, "upstream-server-bs-k3", "drifting")
+        assert abs(server["acceptance"] - acc) < 0.25
+
+
 def test_model_fields_follow_the_measurements(cpu_result: dict[str, Any]) -> None:
     for row in cpu_result["rows"]:
-        if row["contender"] == "ours" and row["k"] > 0:
+        if row["name"] == "ours-draft-mtp-auto":  # its k varies by step: no model fields
+            assert row["alpha"] is None and row["ideal_speedup"] is None
+        elif row["contender"] == "ours" and row["k"] > 0:
             assert row["draft_step_ms"] > 0
             base = _row(cpu_result, "ours-baseline", row["regime"])
             assert row["speedup"] == pytest.approx(row["tokens_per_s"] / base["tokens_per_s"])
@@ -104,6 +135,20 @@ def test_model_fields_follow_the_measurements(cpu_result: dict[str, Any]) -> Non
             sync, pipelined = (_row(cpu_result, f"ours-draft-mtp-k{k}{s}", regime) for s in ("", "-async"))
             assert (pipelined["acceptance"], pipelined["tokens"]) == (sync["acceptance"], sync["tokens"])
     assert all(math.isfinite(v) for v in (summary["c"], summary["target_step_ms"]))
+    for regime in ("agree", "random", "mixed"):
+        auto = _row(cpu_result, "ours-draft-mtp-auto", regime)["tokens_per_s"]
+        alone = _row(cpu_result, "ours-baseline", regime)["tokens_per_s"]
+        fixed_k = ("ours-baseline", "ours-draft-mtp-k1", "ours-draft-mtp-k3")
+        fixed = [_row(cpu_result, n, regime)["tokens_per_s"] for n in fixed_k]
+        assert summary["auto_over_target_alone"][regime] == pytest.approx(auto / alone)
+        assert summary["auto_over_best_fixed_k"][regime] == pytest.approx(auto / max(fixed))
+    upstream_k3 = [
+        r for r in cpu_result["rows"] if r["contender"] == "upstream" and r["k"] == 3 and r["regime"] == "agree"
+    ]
+    if upstream_k3:  # over upstream's best row at the same k, named in the summary
+        best = max(upstream_k3, key=lambda r: r["tokens_per_s"])
+        assert summary["upstream_best_high_acceptance"] == best["name"]
+        assert summary["ours_over_upstream_high_acceptance"] == pytest.approx(k3["tokens_per_s"] / best["tokens_per_s"])
 
 
 def test_validate_refuses_broken_results(cpu_result: dict[str, Any]) -> None:

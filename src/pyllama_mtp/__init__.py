@@ -1,7 +1,7 @@
 """pyllama-mtp: Gemma-4 multi-token-prediction speculative decoding from Python.
 
 Public API: :class:`Model`, :class:`Context`, :class:`MtpSession` (with ``chat``), :class:`ChatTemplate`,
-:class:`Segmenter` (speaker segmentation), :func:`build_info` and the exceptions in
+:class:`Segmenter` (speaker segmentation), :func:`quantize`, :func:`build_info` and the exceptions in
 :mod:`pyllama_mtp.errors`. ``pyllama_mtp.server`` is the OpenAI-compatible server (``[serve]`` extra).
 """
 
@@ -27,6 +27,7 @@ from .errors import (
 )
 from .info import BuildInfo, build_info
 from .model import Model
+from .quantize import quantize
 from .segmentation import Segmenter, Windows, to_speakers
 from .session import MtpSession, MtpStats, Sampling, Step
 
@@ -59,5 +60,6 @@ __all__ = [
     "Step",
     "Windows",
     "build_info",
+    "quantize",
     "to_speakers",
 ]

@@ -43,6 +43,8 @@ int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params pa
 
 int32_t llama_mtp_model_tensor_placement(const struct llama_model * model, int32_t i, const char ** name,
                                          const char ** buffer);
+int32_t llama_mtp_model_quantize(const char * src, const char * dst, const char * type, int32_t n_threads);
+const char * llama_mtp_quant_type_name(int32_t i);
 struct llama_mtp_context_params {
     uint32_t n_ctx; uint32_t n_batch; uint32_t n_ubatch; int32_t n_threads;
     bool embeddings; bool offload_kqv; struct llama_context * ctx_other; int32_t ctx_type; bool swa_full;
@@ -61,8 +63,9 @@ int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_
 
 #define LLAMA_MTP_MAX_DRAFT 16
 enum llama_mtp_pipeline { LLAMA_MTP_PIPELINE_SYNC = 0, LLAMA_MTP_PIPELINE_ASYNC = 1 };
+enum llama_mtp_draft_policy { LLAMA_MTP_DRAFT_FIXED = 0, LLAMA_MTP_DRAFT_AUTO = 1 };
 struct llama_mtp_session_params {
-    int32_t n_draft; float p_min; uint32_t n_ctx; uint32_t n_batch; int32_t n_threads;
+    int32_t n_draft; int32_t draft_policy; float p_min; uint32_t n_ctx; uint32_t n_batch; int32_t n_threads;
     bool swa_full; bool offload_kqv; bool backend_sampling; bool fused_draft; int32_t pipeline; int32_t speculate_row;
     int32_t type_kv;
     int32_t flash_attn;
@@ -76,7 +79,7 @@ struct llama_mtp_stats {
     int64_t n_steps; int64_t n_target_passes; int64_t n_draft_calls; int64_t n_draft_speculative;
     int64_t n_draft_cancelled; int64_t n_sampled_on_backend;
     int64_t t_prompt_us; int64_t t_generate_us;
-    int64_t drafted_by_pos[16]; int64_t accepted_by_pos[16];
+    int64_t drafted_by_pos[16]; int64_t accepted_by_pos[16]; int64_t steps_by_k[17];
 };
 struct llama_mtp_session;
 struct llama_mtp_session_params llama_mtp_session_default_params(void);

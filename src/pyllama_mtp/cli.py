@@ -15,6 +15,16 @@ from typing import Any
 from .convert import OUTTYPES
 
 
+def _n_draft(value: str) -> int | str:
+    """``--n-draft``: a number of tokens, or ``auto`` (each step chooses, up to ``--max-draft``)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .info import build_info
 
@@ -41,7 +51,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         Model(args.target, n_gpu_layers=args.n_gpu_layers) as target,
         (Model(args.drafter, n_gpu_layers=args.n_gpu_layers) if args.drafter else _nothing()) as drafter,
         MtpSession(
-            target, drafter, n_draft=n_draft, p_min=args.p_min, n_ctx=args.ctx_size, n_threads=args.threads,
+            target, drafter, n_draft=n_draft, max_draft=args.max_draft, p_min=args.p_min, n_ctx=args.ctx_size,
+            n_threads=args.threads,
             sampling=sampling, trace=args.trace, pipeline=args.pipeline,
         ) as session,
     ):  # fmt: skip
@@ -80,8 +91,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         Model(args.target, n_gpu_layers=args.n_gpu_layers) as target,
         (Model(args.drafter, n_gpu_layers=args.n_gpu_layers) if args.drafter else _nothing()) as drafter,
         MtpSession(
-            target, drafter, n_draft=n_draft, n_ctx=args.ctx_size, n_threads=args.threads, sampling=sampling,
-            chat_template=template,
+            target, drafter, n_draft=n_draft, max_draft=args.max_draft, n_ctx=args.ctx_size, n_threads=args.threads,
+            sampling=sampling, chat_template=template,
         ) as session,
     ):  # fmt: skip
         session.chat_template  # noqa: B018  (a model without a template fails here, before any input)
@@ -136,6 +147,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         n_parallel=args.parallel,
         n_ctx=args.ctx_size,
         n_draft=args.n_draft,
+        max_draft=args.max_draft,
         n_gpu_layers=args.n_gpu_layers,
         n_threads=args.threads,
         chat_template=_read_template(args.chat_template_file),
@@ -205,6 +217,20 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     print(f"converting {args.hf_dir} ({args.outtype})...", file=sys.stderr)
     print(convert_hf(args.hf_dir, args.out, outtype=args.outtype, verbose=args.verbose))
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import quantize
+
+    print(f"quantizing {args.model} to {args.type}...", file=sys.stderr)
+    try:
+        out = quantize(args.model, args.out, quant_type=args.type, n_threads=args.threads)
+    except ValueError as exc:
+        print(f"pyllama-mtp: error: {exc}", file=sys.stderr)
+        return 2
+    mib = out.stat().st_size / 2**20
+    print(f"{out} ({mib:.1f} MiB, {Path(args.model).stat().st_size / 2**20:.1f} MiB before)", file=sys.stderr)
     return 0
 
 
@@ -300,12 +326,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if upstream and not Path(upstream).is_file():
         print(f"pyllama-mtp: error: no upstream binary at {upstream}", file=sys.stderr)
         return 1
+    server = args.upstream_server or os.environ.get("PYLLAMA_MTP_UPSTREAM_SERVER")
+    if server and not Path(server).is_file():
+        print(f"pyllama-mtp: error: no llama-server at {server}", file=sys.stderr)
+        return 1
     opts = benchmark.Options(
         mode="cpu" if args.cpu else "gpu",
         shapes=args.shape or (),
         regimes=args.regime or REGIMES,
         ks=tuple(args.k or (1, 3)),
         upstream=Path(upstream) if upstream else None,
+        upstream_server=Path(server) if server else None,
         hf=not args.no_hf,
         n_predict=args.n_predict,
         repeats=args.repeats,
@@ -327,7 +358,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     """The model, drafting and sampling options chat and serve share with llama.cpp's tools."""
     p.add_argument("-m", "--target", required=True, help="target GGUF")
     p.add_argument("-md", "--drafter", help="drafter GGUF (gemma4_assistant); omit for target-only decoding")
-    p.add_argument("--n-draft", type=int, default=3, help="tokens drafted per step (default 3)")
+    p.add_argument("--n-draft", type=_n_draft, default=3, help="tokens drafted per step, or auto (default 3)")
+    p.add_argument("--max-draft", type=int, default=3, help="with --n-draft auto: the most a step drafts")
     p.add_argument("-ngl", "--n-gpu-layers", type=int, default=-1)
     p.add_argument("-t", "--threads", type=int, default=0)
     p.add_argument("--temp", type=float, default=0.0, help="temperature; 0 = greedy (default)")
@@ -349,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--self-draft", action="store_true", help="draft with the target's own MTP head (nextn)")
     gen.add_argument("-p", "--prompt", required=True)
     gen.add_argument("-n", "--n-predict", type=int, default=128)
-    gen.add_argument("--n-draft", type=int, default=3, help="tokens drafted per step (default 3)")
+    gen.add_argument("--n-draft", type=_n_draft, default=3, help="tokens drafted per step, or auto (default 3)")
+    gen.add_argument("--max-draft", type=int, default=3, help="with --n-draft auto: the most a step drafts")
     gen.add_argument("--p-min", type=float, default=0.0, help="stop drafting below this draft probability")
     gen.add_argument("-c", "--ctx-size", type=int, default=2048)
     gen.add_argument("-t", "--threads", type=int, default=0)
@@ -404,6 +437,19 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--outtype", choices=OUTTYPES, default="f16", help="tensor type (default f16)")
     conv.add_argument("-v", "--verbose", action="store_true", help="show the converter's log")
     conv.set_defaults(func=_cmd_convert)
+    quant = sub.add_parser(
+        "quantize",
+        help="rewrite a GGUF's weights in a smaller type (as llama-quantize)",
+        description="Quantizes with the pinned llama.cpp. People run a Gemma 4 pair as a Q4_K_M target and a "
+        "Q8_0 drafter.",
+    )
+    quant.add_argument("model", help="the GGUF to read (f32, f16 or bf16)")
+    quant.add_argument("out", help="the GGUF to write")
+    quant.add_argument(
+        "type", nargs="?", default="Q4_K_M", help="llama-quantize's type name (default Q4_K_M); a wrong one lists them"
+    )
+    quant.add_argument("-t", "--threads", type=int, default=0, help="threads (default: every core)")
+    quant.set_defaults(func=_cmd_quantize)
     rep = sub.add_parser("trace-report", help="acceptance by draft position from an NDJSON trace")
     rep.add_argument("file")
     rep.add_argument("--plot", help="also write a PNG bar chart here (needs matplotlib)")
@@ -438,10 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--cpu", action="store_true", help="the harness check: tiny shapes on the CPU, in a minute")
     bench.add_argument("--shape", action="append", help="e2b (GPU default), tiny (CPU default); repeatable")
-    bench.add_argument("--regime", action="append", choices=["agree", "random", "mixed"], help="default: all three")
+    bench.add_argument(
+        "--regime", action="append", choices=["agree", "random", "mixed", "drifting"], help="default: all four"
+    )
     bench.add_argument("-k", action="append", type=int, help="draft lengths to run (default 1 and 3); repeatable")
     bench.add_argument(
         "--upstream", help="upstream's llama-speculative-simple from the same tree ($PYLLAMA_MTP_UPSTREAM_BIN)"
+    )
+    bench.add_argument(
+        "--upstream-server",
+        help="upstream's llama-server from the same tree ($PYLLAMA_MTP_UPSTREAM_SERVER), as it ships and with -bs",
     )
     bench.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate")
     bench.add_argument("-n", "--n-predict", type=int, default=0, help="tokens per generation (128 GPU, 32 CPU)")

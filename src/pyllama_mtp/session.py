@@ -87,6 +87,8 @@ class MtpStats:
     n_draft_speculative: int = 0
     #: ... of which the verification made useless (it accepted another number of drafts)
     n_draft_cancelled: int = 0
+    #: steps that verified k drafts, k = 0 .. max_draft (``n_draft="auto"`` chooses k per step)
+    steps_by_draft_length: tuple[int, ...] = ()
 
     @property
     def acceptance_rate(self) -> float:
@@ -111,12 +113,14 @@ class MtpStats:
 
     def format(self) -> str:
         """A small table for terminals."""
+        by_length = " ".join(f"{k}:{n}" for k, n in enumerate(self.steps_by_draft_length) if n)
         rows = [
             ("prompt tokens (reused)", f"{self.n_prompt} ({self.n_prompt_reused})"),
             ("generated tokens", f"{self.n_generated}"),
             ("drafted / accepted", f"{self.n_drafted} / {self.n_accepted}"),
             ("acceptance rate", f"{self.acceptance_rate:.3f}"),
             ("by draft position", " ".join(f"{r:.2f}" for r in self.acceptance_by_position) or "-"),
+            ("steps by draft length", by_length or "-"),
             ("target passes", f"{self.target_passes}"),
             ("drafter calls", f"{self.drafter_calls}"),
             ("tokens per verify pass", f"{self.tokens_per_step:.2f}"),
@@ -131,7 +135,10 @@ class MtpSession(NativeResource):
 
     ``drafter=None`` drafts with the target's own MTP head (archs with in-file nextn
     layers); ``n_draft=0`` runs the target alone with the same sampler, the baseline
-    that greedy draft-MTP output must equal token for token. A new prompt that repeats the
+    that greedy draft-MTP output must equal token for token. ``n_draft="auto"`` lets each step
+    verify the number of drafts, 0 to ``max_draft``, that the session's own measured times and
+    running acceptance say pays best (0 skips the drafter); ``stats.steps_by_draft_length`` counts
+    the choices. A new prompt that repeats the
     start of the previous prompt and its output reuses that part of the KV cache
     (``stats.n_prompt_reused``). ``backend_sampling=False`` samples the target's verify rows and
     picks draft tokens on the host from full logits rows, instead of in the models' graphs
@@ -159,7 +166,8 @@ class MtpSession(NativeResource):
         target: Model,
         drafter: Model | None = None,
         *,
-        n_draft: int = 3,
+        n_draft: int | Literal["auto"] = 3,
+        max_draft: int = 3,
         p_min: float = 0.0,
         n_ctx: int = 2048,
         n_batch: int = 512,
@@ -176,17 +184,23 @@ class MtpSession(NativeResource):
         speculate_row: int | None = None,
         chat_template: str | None = None,
     ) -> None:
-        if not 0 <= n_draft <= MAX_DRAFT:
-            raise ValueError(f"n_draft must be in [0, {MAX_DRAFT}], got {n_draft}")
+        auto = n_draft == "auto"
+        longest = max_draft if auto else n_draft
+        if not isinstance(longest, int) or isinstance(longest, bool) or not 0 <= longest <= MAX_DRAFT:
+            what = "max_draft" if auto else "n_draft"
+            raise ValueError(f"{what} must be in [0, {MAX_DRAFT}] (or n_draft='auto'), got {longest!r}")
         if pipeline not in _PIPELINES:
             raise ValueError(f"pipeline must be one of {sorted(_PIPELINES)}, got {pipeline!r}")
         self.pipeline = pipeline
         self.target = target
         self.drafter = drafter
         self.n_draft = n_draft
+        #: the most drafts a step verifies: n_draft, or max_draft with n_draft="auto"
+        self.max_draft: int = longest
         self.sampling = sampling or Sampling()
         params = lib.llama_mtp_session_default_params()
-        params.n_draft = n_draft
+        params.n_draft = longest
+        params.draft_policy = lib.LLAMA_MTP_DRAFT_AUTO if auto else lib.LLAMA_MTP_DRAFT_FIXED
         params.p_min = p_min
         params.n_ctx = n_ctx
         params.n_batch = n_batch
@@ -368,7 +382,7 @@ class MtpSession(NativeResource):
 
     def room(self, n_prompt: int) -> int:
         """Tokens a generation after an ``n_prompt``-token prompt can add before the context is full."""
-        return max(0, self.n_ctx - n_prompt - self.n_draft - 1)  # a verify batch writes n_draft + 1 rows
+        return max(0, self.n_ctx - n_prompt - self.max_draft - 1)  # a verify batch writes max_draft + 1 rows
 
     def _reply(
         self, ids: list[int], max_tokens: int | None, stops: Sequence[str], tokens: list[int]
@@ -410,7 +424,7 @@ class MtpSession(NativeResource):
         s = ffi.new("struct llama_mtp_stats *")
         with self._busy:  # a step in flight finishes first: counters are never read torn
             lib.llama_mtp_session_stats(self.ptr, s)
-        n = self.n_draft
+        n = self.max_draft
         return MtpStats(
             n_prompt=int(s.n_prompt),
             n_prompt_reused=int(s.n_prompt_reused),
@@ -427,6 +441,7 @@ class MtpSession(NativeResource):
             n_sampled_on_backend=int(s.n_sampled_on_backend),
             n_draft_speculative=int(s.n_draft_speculative),
             n_draft_cancelled=int(s.n_draft_cancelled),
+            steps_by_draft_length=tuple(int(x) for x in s.steps_by_k[0 : n + 1]),
         )
 
     def reset(self) -> None:

@@ -1,7 +1,8 @@
 """The benchmark's contenders, each timed on the same GGUF pair and prompts.
 
 - ours: :class:`~pyllama_mtp.MtpSession` alone (k = 0) and with the drafter (k > 0), in process;
-- upstream: the pinned tree's ``llama-speculative-simple --spec-type draft-mtp``, as a child process;
+- upstream: the pinned tree's ``llama-speculative-simple --spec-type draft-mtp``, as a child process,
+  and its ``llama-server`` (what users run), as it ships and with backend sampling (``-bs``);
 - hf: Hugging Face ``generate``, alone and with ``assistant_model`` (bf16 on a GPU, f32 on the CPU),
   on the checkpoints the GGUFs were converted from.
 
@@ -24,6 +25,7 @@ from ..fixtures import Pair
 from ..model import Model
 from ..session import MtpSession, Pipeline, Sampling
 from ..trace import read_trace
+from ._serving import free_port, post_json, serving
 
 PROMPTS = (
     "the quick brown fox jumps over the lazy dog",
@@ -44,6 +46,12 @@ class Run:
     n_predict: int
     repeats: int
     seed: int = 1
+    # the drifting regime: spans of (tokens, temperature) in one generation (empty: one span at
+    # ``temperature``); each span samples with its own seed, the same for every contender
+    schedule: tuple[tuple[int, float], ...] = ()
+
+    def span_seed(self, repeat: int, span: int) -> int:
+        return self.seed + 1000 * repeat + span
 
     def row(self, name: str, contender: str, k: int, **values: Any) -> dict[str, Any]:
         return {"name": name, "contender": contender, "shape": self.shape, "regime": self.regime, "k": k, **values}
@@ -68,22 +76,45 @@ def decode_rate(session: MtpSession, prompt: str, n_predict: int) -> float:
     return (after.n_generated - before.n_generated) / seconds if seconds > 0 else 0.0
 
 
+def _drifting_rate(session: MtpSession, run: Run, prompt: str, repeat: int) -> float:
+    """Tokens/s of one drifting generation: each span continues the last (its KV reused), with
+    the span's sampling; decode steps only, from the session's own counters."""
+    ids = session.target.tokenize(prompt)
+    before = session.stats
+    for i, (n, temperature) in enumerate(run.schedule):
+        session.set_sampling(Sampling(temperature=temperature, seed=run.span_seed(repeat, i)))
+        ids += session.complete(ids, n)
+    after = session.stats
+    seconds = after.generate_seconds - before.generate_seconds
+    return (after.n_generated - before.n_generated) / seconds if seconds > 0 else 0.0
+
+
 def ours(
-    run: Run, target: Model, drafter: Model, k: int, fused: bool = True, pipeline: Pipeline = "sync"
+    run: Run,
+    target: Model,
+    drafter: Model,
+    k: int,
+    fused: bool = True,
+    pipeline: Pipeline = "sync",
+    auto: bool = False,
 ) -> dict[str, Any]:
     """Our session: target alone at k = 0, draft-MTP with ``k`` draft tokens otherwise.
 
     ``fused=False`` drafts with upstream's per-token loop instead of one fused drafter graph
     (row ``ours-draft-mtp-k{k}-loop``), to show what fusing buys side by side;
-    ``pipeline="async"`` queues each next draft behind the verify pass (``...-async``).
+    ``pipeline="async"`` queues each next draft behind the verify pass (``...-async``);
+    ``auto=True`` lets each step choose how many of at most ``k`` drafts to verify
+    (``ours-draft-mtp-auto``).
     """
-    sampling = Sampling(temperature=run.temperature, seed=run.seed if run.temperature > 0 else None)
+    sampled = run.temperature > 0 and not run.schedule  # a drifting run sets each span's sampling
+    sampling = Sampling(temperature=run.temperature, seed=run.seed) if sampled else Sampling()
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "trace.ndjson" if k else None
         with MtpSession(
             target,
             drafter if k else None,
-            n_draft=k,
+            n_draft="auto" if auto else k,
+            max_draft=k,
             n_ctx=N_CTX,
             sampling=sampling,
             trace=trace,
@@ -94,13 +125,17 @@ def ours(
             ttft = statistics.median(_ttft_ours(session, p, run.n_predict) for p in PROMPTS)
             session.reset()
             rates = []
-            for _ in range(run.repeats):
+            for repeat in range(run.repeats):
                 for prompt in PROMPTS:
-                    rates.append(decode_rate(session, prompt, run.n_predict))
+                    if run.schedule:
+                        rates.append(_drifting_rate(session, run, prompt, repeat))
+                    else:
+                        rates.append(decode_rate(session, prompt, run.n_predict))
             stats = session.stats
         draft_ms = read_trace(trace).mean_draft_ms_per_token if trace is not None else None
     name = "ours-baseline" if k == 0 else f"ours-draft-mtp-k{k}" + ("" if fused else "-loop")
     name += "-async" if pipeline == "async" else ""
+    name = "ours-draft-mtp-auto" if auto else name
     return run.row(
         name,
         "ours",
@@ -175,6 +210,72 @@ def upstream(run: Run, binary: str | Path, k: int, n_gpu_layers: int) -> dict[st
         tokens_per_s=statistics.median(rates),
         ttft_ms=statistics.median(ttfts),
         acceptance=accepted / drafted if drafted else 0.0,
+        tokens=tokens,
+    )
+
+
+def upstream_server(
+    run: Run, binary: str | Path, k: int, n_gpu_layers: int, *, backend_sampling: bool
+) -> dict[str, Any]:
+    """Upstream's ``llama-server`` from the same tree: one slot, ``/completion`` per prompt, timed by
+    the server itself (``timings.predicted_per_second``). ``backend_sampling`` adds ``-bs`` and
+    ``--spec-draft-backend-sampling``: target and drafter rows sampled inside their graphs, upstream's
+    fastest configuration. Each pass over the prompts samples with the next seed, as :func:`upstream`.
+    """
+    port = free_port()
+    cmd = [
+        str(binary), "-m", str(run.pair.target_gguf), "-c", str(N_CTX), "-ngl", str(n_gpu_layers), "-np", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--no-webui", "--no-warmup",
+    ]  # fmt: skip
+    if k:
+        cmd += ["-md", str(run.pair.drafter_gguf), "-ngld", str(n_gpu_layers)]
+        cmd += ["--spec-type", "draft-mtp", "--spec-draft-n-max", str(k)]
+    if backend_sampling:
+        cmd += ["-bs", *(["--spec-draft-backend-sampling"] if k else [])]
+    rates, ttfts, drafted, accepted, tokens = [], [], 0, 0, 0
+    with serving(cmd, port) as base:
+
+        def complete(prompt: str | list[int], n: int, temperature: float, seed: int) -> dict[str, Any]:
+            body = {
+                "prompt": prompt, "n_predict": n, "temperature": temperature, "top_k": 0, "top_p": 1.0,
+                "min_p": 0.0, "seed": seed, "cache_prompt": bool(run.schedule), "ignore_eos": True,
+                "return_tokens": True,
+            }  # fmt: skip
+            return post_json(f"{base}/completion", body)
+
+        complete(PROMPTS[0], 8, 0.0, run.seed)  # warm-up, as ours: graph allocation, first touch of the weights
+        for repeat in range(run.repeats):
+            for prompt in PROMPTS:
+                # one span, or the drifting regime's spans, each continuing the last
+                spans = run.schedule or ((run.n_predict, run.temperature),)
+                ids: list[int] = post_json(f"{base}/tokenize", {"content": prompt, "add_special": True})["tokens"]
+                n = n_accept = 0
+                gen_ms, first_ms = 0.0, 0.0
+                for i, (n_span, temperature) in enumerate(spans):
+                    seed = run.span_seed(repeat, i) if run.schedule else run.seed + repeat
+                    answer = complete(ids if run.schedule else prompt, n_span, temperature, seed)
+                    t = answer["timings"]
+                    n_span_accept = int(t.get("draft_n_accepted", 0))
+                    if i == 0:  # time to first token: the prompt pass plus one mean step of the first span
+                        steps = max(1, int(t["predicted_n"]) - n_span_accept)
+                        first_ms = float(t["prompt_ms"]) + float(t["predicted_ms"]) / steps
+                    ids += [int(tok) for tok in answer.get("tokens", [])]
+                    n += int(t["predicted_n"])
+                    n_accept += n_span_accept
+                    drafted += int(t.get("draft_n", 0))
+                    gen_ms += float(t["predicted_ms"])
+                rates.append(1e3 * n / gen_ms if gen_ms > 0 else 0.0)
+                ttfts.append(first_ms)
+                tokens += n
+                accepted += n_accept
+    name = f"upstream-server{'-bs' if backend_sampling else ''}-k{k}"
+    return run.row(
+        name,
+        "upstream",
+        k,
+        tokens_per_s=statistics.median(rates),
+        ttft_ms=statistics.median(ttfts),
+        acceptance=(accepted / drafted if drafted else 0.0) if k else None,
         tokens=tokens,
     )
 

@@ -29,6 +29,7 @@ class Options:
     regimes: Sequence[str] = pairs.REGIMES
     ks: Sequence[int] = (1, 3)
     upstream: Path | None = None  # llama-speculative-simple from the same tree; None skips it
+    upstream_server: Path | None = None  # llama-server from the same tree; None skips it
     hf: bool = True
     n_predict: int = 0  # 0: 128 on a GPU, 32 on the CPU
     repeats: int = 1
@@ -74,11 +75,22 @@ def _cell(opts: Options, run: contenders.Run, n_gpu_layers: int, hf_device: str 
                     opts.log(_line(rows[-1]))
             rows.append(contenders.ours(run, target, drafter, max(opts.ks), fused=False))
             opts.log(_line(rows[-1]))
+            rows.append(contenders.ours(run, target, drafter, max(opts.ks), auto=True))
+            opts.log(_line(rows[-1]))
         prompts = [target.tokenize(p) for p in contenders.PROMPTS]
-    if opts.upstream is not None:
+    if opts.upstream is not None and not run.schedule:  # its loop cannot change sampling mid-generation
         for k in opts.ks:
             rows.append(contenders.upstream(run, opts.upstream, k, n_gpu_layers))
             opts.log(_line(rows[-1]))
+    if opts.upstream_server is not None:
+        for k in (0, *opts.ks):
+            for backend_sampling in (False, True):
+                rows.append(
+                    contenders.upstream_server(
+                        run, opts.upstream_server, k, n_gpu_layers, backend_sampling=backend_sampling
+                    )
+                )
+                opts.log(_line(rows[-1]))
     if hf_device is not None and run.temperature == 0 and pairs.has_hf(run.shape):
         for row in contenders.hf(run, prompts, [max(opts.ks)], hf_device):
             rows.append(row)
@@ -89,7 +101,7 @@ def _cell(opts: Options, run: contenders.Run, n_gpu_layers: int, hf_device: str 
 def _line(row: dict[str, Any]) -> str:
     acc = f"  acceptance {row['acceptance']:.3f}" if row.get("acceptance") is not None else ""
     return (
-        f"  {row['shape']:>5} {row['regime']:>6} {row['name']:<24} {row['tokens_per_s']:9.1f} tokens/s"
+        f"  {row['shape']:>5} {row['regime']:>6} {row['name']:<26} {row['tokens_per_s']:9.1f} tokens/s"
         f"  ttft {row['ttft_ms']:7.1f} ms{acc}"
     )
 
@@ -119,14 +131,20 @@ def run(opts: Options) -> dict[str, Any]:
             opts.log(f"[{time.perf_counter() - t0:6.1f} s] {shape} / {regime}: building the pair (cached) ...")
             pair = pairs.build(shape, regime, build_device)
             temperature = 0.0
-            if regime == "mixed":
+            schedule: tuple[tuple[int, float], ...] = ()
+            if regime in ("mixed", "drifting"):
+                goal = opts.mixed_acceptance if regime == "mixed" else pairs.DRIFT_LOW
                 with Model(pair.target_gguf, n_gpu_layers=n_gpu_layers) as target:
-                    temperature = pairs.calibrate_temperature(target, opts.mixed_acceptance)
-            # sampled paths vary from pass to pass: the mixed regime takes three
+                    temperature = pairs.calibrate_temperature(target, goal)
+                if regime == "drifting":
+                    schedule = pairs.drift_schedule(n_predict, temperature)
+            # sampled paths vary from pass to pass: the mixed and drifting regimes take three
             repeats = max(opts.repeats, 3) if temperature > 0 else opts.repeats
             pair_kind = "random" if regime == "random" else "agree"
             regimes[regime] = {"pair": pair_kind, "temperature": temperature, "repeats": repeats}
-            cell = contenders.Run(shape, regime, pair, temperature, n_predict, repeats)
+            if schedule:
+                regimes[regime]["spans"] = [list(span) for span in schedule]
+            cell = contenders.Run(shape, regime, pair, temperature, n_predict, repeats, schedule=schedule)
             rows += _cell(opts, cell, n_gpu_layers, hf_device)
     report.fill_model(rows)
     result = {
@@ -144,6 +162,7 @@ def run(opts: Options) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 1),
         "rows": rows,
         "summary": report.summarize(rows, shape_names[0], max(opts.ks)),
+        "summaries": {shape: report.summarize(rows, shape, max(opts.ks)) for shape in shape_names},
     }
     report.validate(result)
     return result

@@ -13,7 +13,11 @@ A result is one JSON object (``SCHEMA_VERSION``)::
         name          "ours-baseline" | "ours-draft-mtp-k{k}" | "ours-draft-mtp-k{k}-loop" (our session
                       drafting with upstream's per-token loop instead of one fused graph)
                       | "ours-draft-mtp-k{k}-async" (our session with pipeline="async")
-                      | "upstream-draft-mtp-k{k}" | "hf-baseline" | "hf-assisted-k{k}"
+                      | "ours-draft-mtp-auto" (n_draft="auto", k = its max_draft: no model fields)
+                      | "upstream-draft-mtp-k{k}" (llama-speculative-simple)
+                      | "upstream-server-k{k}" | "upstream-server-bs-k{k}" (llama-server as it ships,
+                      and with backend sampling: -bs, --spec-draft-backend-sampling; k = 0: alone)
+                      | "hf-baseline" | "hf-assisted-k{k}"
         contender     "ours" | "upstream" | "hf"
         shape, regime, k (0 = target alone)
         tokens_per_s  decode tokens/s (median over prompts)
@@ -30,11 +34,13 @@ A result is one JSON object (``SCHEMA_VERSION``)::
         ideal_speedup (1 - a^(k+1)) / ((1 - a)(1 + k c)) for a = the row's alpha
         efficiency    speedup / ideal_speedup
     summary     see ``SUMMARY_KEYS``; ratios on the first shape at the high-acceptance regime
+    summaries   {shape: summary} for every shape (optional; files before it have the first only)
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Iterable
 from pathlib import Path
@@ -84,13 +90,17 @@ SUMMARY_KEYS = (
     "speedup_high_acceptance",  # ours with the drafter / ours alone, high acceptance
     "ideal_speedup_high_acceptance",
     "efficiency_high_acceptance",  # measured / ideal speed-up
-    "ours_over_upstream_high_acceptance",  # tokens/s, same GGUFs, same k
+    "ours_over_upstream_high_acceptance",  # tokens/s, same GGUFs, same k, over upstream's best row at k
     "ours_over_upstream_low_acceptance",
+    "upstream_best_high_acceptance",  # the name of that best upstream row
+    "ours_over_upstream_best",  # {regime: ours at its best / upstream at its best, any k, target alone included}
     "ours_over_hf",  # ours / HF assisted generation (bf16 on GPUs), high acceptance
     "fused_over_loop_high_acceptance",  # ours / ours drafting with the per-token loop
     "loop_draft_step_ms",  # the per-token loop's drafter time per draft token
     "async_over_sync_high_acceptance",  # ours with pipeline="async" / ours sync, same k, high acceptance
     "async_over_sync_low_acceptance",
+    "auto_over_target_alone",  # {regime: ours with n_draft="auto" / ours alone}
+    "auto_over_best_fixed_k",  # {regime: ... / the best of ours at a fixed k (0 included)}
 )
 
 HIGH, LOW = "agree", "random"
@@ -129,6 +139,22 @@ def _find(rows: Iterable[dict[str, Any]], **match: Any) -> dict[str, Any] | None
     return None
 
 
+_LOOP = re.compile(r".*-loop")  # ours drafting with upstream's loop: a study row, not a configuration
+
+
+def _best(
+    rows: Iterable[dict[str, Any]], *, exclude: re.Pattern[str] | None = None, **match: Any
+) -> dict[str, Any] | None:
+    """The fastest row matching ``match`` (None if none)."""
+    found = [
+        row
+        for row in rows
+        if all(row.get(key) == value for key, value in match.items())
+        and (exclude is None or not exclude.fullmatch(row["name"]))
+    ]
+    return max(found, key=lambda row: row["tokens_per_s"]) if found else None
+
+
 def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
     if a is None or b is None or not a["tokens_per_s"] or not b["tokens_per_s"]:
         return None
@@ -149,6 +175,9 @@ def fill_model(rows: list[dict[str, Any]]) -> None:
         row.setdefault("draft_step_ms", None)
         row["c"] = row["ideal_speedup"] = row["efficiency"] = None
         acc = row.get("acceptance")
+        if row["name"] == "ours-draft-mtp-auto":  # its k varies by step: no one-k model fits it
+            row["alpha"] = None
+            continue
         row["alpha"] = alpha_from_acceptance(acc, row["k"]) if acc is not None else None
         # a row's own drafter time where it has one (ours), else our fused drafter's (upstream)
         ours = _find(rows, name=f"ours-draft-mtp-k{row['k']}", shape=row["shape"], regime=row["regime"])
@@ -168,13 +197,29 @@ def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, A
     base = _find(rows, name="ours-baseline", shape=shape, regime=HIGH)
     ours_hi = _find(rows, name=f"ours-draft-mtp-k{k}", shape=shape, regime=HIGH)
     ours_lo = _find(rows, name=f"ours-draft-mtp-k{k}", shape=shape, regime=LOW)
-    up_hi = _find(rows, name=f"upstream-draft-mtp-k{k}", shape=shape, regime=HIGH)
-    up_lo = _find(rows, name=f"upstream-draft-mtp-k{k}", shape=shape, regime=LOW)
+    up_hi = _best(rows, shape=shape, regime=HIGH, contender="upstream", k=k)
+    up_lo = _best(rows, shape=shape, regime=LOW, contender="upstream", k=k)
     hf_hi = _find(rows, name=f"hf-assisted-k{k}", shape=shape, regime=HIGH)
     loop_hi = _find(rows, name=f"ours-draft-mtp-k{k}-loop", shape=shape, regime=HIGH)
     async_hi = _find(rows, name=f"ours-draft-mtp-k{k}-async", shape=shape, regime=HIGH)
     async_lo = _find(rows, name=f"ours-draft-mtp-k{k}-async", shape=shape, regime=LOW)
     target_ms = 1e3 / base["tokens_per_s"] if base and base["tokens_per_s"] else None
+    auto_alone: dict[str, float | None] = {}
+    auto_best: dict[str, float | None] = {}
+    best_vs_best: dict[str, float | None] = {}
+    for regime in sorted({r["regime"] for r in rows if r["shape"] == shape}):
+        ours_best = _best(rows, shape=shape, regime=regime, contender="ours", exclude=_LOOP)
+        best_vs_best[regime] = _ratio(ours_best, _best(rows, shape=shape, regime=regime, contender="upstream"))
+        auto = _find(rows, name="ours-draft-mtp-auto", shape=shape, regime=regime)
+        fixed = [
+            r
+            for r in rows
+            if r["shape"] == shape and r["regime"] == regime and r["contender"] == "ours"
+            and (r["name"] == "ours-baseline" or re.fullmatch(r"ours-draft-mtp-k\d+", r["name"]))
+        ]  # fmt: skip
+        alone = _find(rows, name="ours-baseline", shape=shape, regime=regime)
+        auto_alone[regime] = _ratio(auto, alone)
+        auto_best[regime] = _ratio(auto, max(fixed, key=lambda r: r["tokens_per_s"])) if fixed else None
     draft_ms = ours_hi["draft_step_ms"] if ours_hi else None
     return {
         "shape": shape,
@@ -189,11 +234,15 @@ def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, A
         "efficiency_high_acceptance": ours_hi["efficiency"] if ours_hi else None,
         "ours_over_upstream_high_acceptance": _ratio(ours_hi, up_hi),
         "ours_over_upstream_low_acceptance": _ratio(ours_lo, up_lo),
+        "upstream_best_high_acceptance": up_hi["name"] if up_hi else None,
+        "ours_over_upstream_best": best_vs_best,
         "ours_over_hf": _ratio(ours_hi, hf_hi),
         "fused_over_loop_high_acceptance": _ratio(ours_hi, loop_hi),
         "loop_draft_step_ms": loop_hi["draft_step_ms"] if loop_hi else None,
         "async_over_sync_high_acceptance": _ratio(async_hi, ours_hi),
         "async_over_sync_low_acceptance": _ratio(async_lo, ours_lo),
+        "auto_over_target_alone": auto_alone,
+        "auto_over_best_fixed_k": auto_best,
     }
 
 

@@ -17,8 +17,6 @@ import contextlib
 import datetime
 import json
 import platform
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -32,6 +30,7 @@ from ..fixtures import Pair, PairConfig, build_pair
 from ..info import build_info
 from ..model import Model
 from ..session import MtpSession
+from ._serving import free_port, serving
 from .harness import device_name, git_commit, slug
 
 WORDS = ["fox", "dog", "model", "target", "drafter", "quick", "lazy", "head"]
@@ -64,42 +63,13 @@ def expected_replies(
         return replies
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def running_server(args: Sequence[str], *, timeout: float = 120.0) -> Iterator[str]:
     """Start ``pyllama-mtp serve ARGS`` on a free loopback port; yield its base URL; stop it."""
     port = free_port()
     cmd = [sys.executable, "-m", "pyllama_mtp", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                log = proc.stdout.read() if proc.stdout else ""
-                raise RuntimeError(f"the server exited with {proc.returncode}: {log}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not answer /health within {timeout:.0f} s")
-            time.sleep(0.2)
+    with serving(cmd, port, timeout=timeout) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,12 @@ Hugging Face's own assisted generation can run on the very same weights. Regimes
   probability is ``mixed_acceptance`` (calibrated on the target's logits). The drafter proposes
   the target's argmax, so each draft position is accepted with that probability, independently:
   the i.i.d. acceptance the ideal speed-up formula assumes.
+- ``drifting``: the agreeing pair, each generation in four spans that alternate greedy decoding
+  (acceptance 1) with sampling at the temperature whose acceptance is ``DRIFT_LOW`` (the drafter
+  is nearly always wrong): acceptance changes inside one generation, as real text does.
+
+Quantized shapes (``QUANTIZED``) are a shape's pair rewritten as people run it: the target in
+Q4_K_M, the drafter in Q8_0 (:func:`pyllama_mtp.quantize`).
 """
 
 from __future__ import annotations
@@ -53,21 +59,34 @@ SCALED: dict[str, tuple[dict[str, Any], dict[int, int]]] = {
     ),
 }  # fmt: skip
 
-REGIMES = ("agree", "random", "mixed")
+# name: (the shape it quantizes, the target's type, the drafter's type)
+QUANTIZED: dict[str, tuple[str, str, str]] = {"e2b-q4": ("e2b", "Q4_K_M", "Q8_0")}
+
+REGIMES = ("agree", "random", "mixed", "drifting")
+DRIFT_LOW = 0.05  # the drifting regime's acceptance in its sampled spans
+N_SPANS = 4
+
+
+def drift_schedule(n_predict: int, hot: float) -> tuple[tuple[int, float], ...]:
+    """The drifting regime's spans as (tokens, temperature): greedy first, then ``hot``, and so on."""
+    span = max(1, n_predict // N_SPANS)
+    return tuple((span, 0.0 if i % 2 == 0 else hot) for i in range(N_SPANS))
 
 
 def shape_config(shape: str, *, agree: bool) -> PairConfig:
-    """The HF pair of a shape (for a scaled shape, its template)."""
+    """The HF pair of a shape (for a scaled shape, its template; for a quantized one, its source's)."""
+    if shape in QUANTIZED:
+        return shape_config(QUANTIZED[shape][0], agree=agree)
     if shape in SCALED:
         return PairConfig(**SCALED[shape][0], agree=agree)
     if shape not in SHAPES:
-        raise ValueError(f"unknown shape {shape!r}; known: {', '.join([*SHAPES, *SCALED])}")
+        raise ValueError(f"unknown shape {shape!r}; known: {', '.join([*SHAPES, *QUANTIZED, *SCALED])}")
     return PairConfig(**SHAPES[shape], agree=agree)
 
 
 def has_hf(shape: str) -> bool:
     """Whether the GGUFs are conversions of HF checkpoints (HF can run the same weights)."""
-    return shape not in SCALED
+    return shape not in SCALED and shape not in QUANTIZED
 
 
 def describe(shape: str) -> dict[str, Any]:
@@ -84,6 +103,10 @@ def describe(shape: str) -> dict[str, Any]:
             out[key] = dims[out[key]]
         out["outtype"] = "q4_0"
         out["built"] = "scaled from a converted tiny template (benchmark.scaled)"
+    elif shape in QUANTIZED:
+        source, target_type, drafter_type = QUANTIZED[shape]
+        out["outtype"] = f"{target_type.lower()} target, {drafter_type.lower()} drafter"
+        out["built"] = f"the {source} pair, quantized by the pinned tree (pyllama_mtp.quantize)"
     else:
         out["built"] = "Hugging Face, converted by the pinned tree"
     return out
@@ -103,11 +126,27 @@ def scaled_pair(template: Pair, dims: dict[int, int]) -> Pair:
     return pair
 
 
+def quantized_pair(source: Pair, target_type: str, drafter_type: str) -> Pair:
+    """``source`` with its target and drafter quantized (cached beside it)."""
+    from ..quantize import quantize
+
+    root = source.root / f"quantized-{target_type}-{drafter_type}".lower()
+    pair = Pair(root, source.target_hf, source.drafter_hf, root / "target.gguf", root / "drafter.gguf")
+    if not (root / "done").is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        quantize(source.target_gguf, pair.target_gguf, quant_type=target_type)
+        quantize(source.drafter_gguf, pair.drafter_gguf, quant_type=drafter_type)
+        (root / "done").write_text("ok")
+    return pair
+
+
 def build(shape: str, regime: str, device: str | None) -> Pair:
     """The GGUF (and HF) pair a regime runs on, built once and cached by shape."""
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}; known: {', '.join(REGIMES)}")
     pair = build_pair(shape_config(shape, agree=regime != "random"), device=device)
+    if shape in QUANTIZED:
+        return quantized_pair(pair, *QUANTIZED[shape][1:])
     return scaled_pair(pair, SCALED[shape][1]) if shape in SCALED else pair
 
 

@@ -3,6 +3,7 @@
 #include "llama_mtp.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <mutex>
 #include <regex>
 #include <string>
@@ -182,6 +183,70 @@ int32_t llama_mtp_model_tensor_placement(const struct llama_model * model, int32
         return LLAMA_MTP_ERR_INVALID_ARG;
     }
     return LLAMA_MTP_OK;
+}
+
+namespace {
+
+// The llama_ftype of each quantization name llama-quantize accepts that a Gemma 4 pair uses.
+struct quant_type {
+    const char * name;
+    llama_ftype  ftype;
+};
+
+constexpr quant_type k_quant_types[] = {
+    {"F16", LLAMA_FTYPE_MOSTLY_F16},       {"BF16", LLAMA_FTYPE_MOSTLY_BF16},     {"Q8_0", LLAMA_FTYPE_MOSTLY_Q8_0},
+    {"Q6_K", LLAMA_FTYPE_MOSTLY_Q6_K},     {"Q5_K_M", LLAMA_FTYPE_MOSTLY_Q5_K_M}, {"Q4_K_M", LLAMA_FTYPE_MOSTLY_Q4_K_M},
+    {"Q4_K_S", LLAMA_FTYPE_MOSTLY_Q4_K_S}, {"Q4_0", LLAMA_FTYPE_MOSTLY_Q4_0},
+};
+
+}  // namespace
+
+const char * llama_mtp_quant_type_name(int32_t i) {
+    const int32_t n = static_cast<int32_t>(sizeof(k_quant_types) / sizeof(k_quant_types[0]));
+    return i >= 0 && i < n ? k_quant_types[i].name : nullptr;
+}
+
+int32_t llama_mtp_model_quantize(const char * src, const char * dst, const char * type, int32_t n_threads) {
+    if (src == nullptr || dst == nullptr || type == nullptr) {
+        set_error("src, dst and type must not be NULL");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    const quant_type * chosen = nullptr;
+    std::string        known;
+    for (const quant_type & q : k_quant_types) {
+        known += std::string(known.empty() ? "" : ", ") + q.name;
+        if (std::string(q.name) == type) {
+            chosen = &q;
+        }
+    }
+    if (chosen == nullptr) {
+        set_error(std::string("unknown quantization type '") + type + "'; known: " + known);
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    return guarded("quantize", [&]() -> int32_t {
+        // written beside dst and renamed at the end: a failed run leaves no half-written model
+        const std::string           part = std::string(dst) + ".part";
+        llama_model_quantize_params qp   = llama_model_quantize_default_params();
+        qp.nthread                       = n_threads;
+        qp.ftype                         = chosen->ftype;
+        if (FILE * probe = std::fopen(part.c_str(), "wb")) {  // a bad dst is an I/O error, not a bad model
+            std::fclose(probe);
+        } else {
+            set_error(std::string("cannot write ") + dst);
+            return LLAMA_MTP_ERR_IO;
+        }
+        if (llama_model_quantize(src, part.c_str(), &qp) != 0) {
+            std::remove(part.c_str());
+            set_error_with_log(std::string("cannot quantize ") + src);
+            return LLAMA_MTP_ERR_LOAD;
+        }
+        if (std::rename(part.c_str(), dst) != 0) {
+            std::remove(part.c_str());
+            set_error(std::string("cannot write ") + dst);
+            return LLAMA_MTP_ERR_IO;
+        }
+        return LLAMA_MTP_OK;
+    });
 }
 
 struct llama_mtp_context_params llama_mtp_context_default_params(void) {

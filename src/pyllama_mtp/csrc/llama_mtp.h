@@ -65,6 +65,15 @@ LLAMA_API int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model
 LLAMA_API int32_t llama_mtp_model_tensor_placement(const struct llama_model * model, int32_t i, const char ** name,
                                                    const char ** buffer);
 
+// Write src's weights quantized as `type` ("Q4_K_M", "Q8_0", ...: llama-quantize's names, see
+// llama_mtp_quant_type_name) to dst, with n_threads threads (<= 0: all). dst appears only when
+// the whole model is written. LLAMA_MTP_ERR_INVALID_ARG for an unknown type, LLAMA_MTP_ERR_LOAD
+// when src cannot be read or quantized, LLAMA_MTP_ERR_IO when dst cannot be written.
+LLAMA_API int32_t llama_mtp_model_quantize(const char * src, const char * dst, const char * type, int32_t n_threads);
+
+// The i-th quantization type name llama_mtp_model_quantize accepts; NULL past the last.
+LLAMA_API const char * llama_mtp_quant_type_name(int32_t i);
+
 struct llama_mtp_context_params {
     uint32_t               n_ctx;        // context size in tokens; 0 = from the model (default 512)
     uint32_t               n_batch;      // logical batch size (default 512)
@@ -133,8 +142,18 @@ enum llama_mtp_pipeline {
     LLAMA_MTP_PIPELINE_ASYNC = 1,
 };
 
+// How many of the drafts a step verifies.
+enum llama_mtp_draft_policy {
+    LLAMA_MTP_DRAFT_FIXED = 0,  // always n_draft (fewer only where the context or token budget ends)
+    // each step verifies the k in [0, n_draft] that maximises expected tokens per second, from the
+    // session's own measured draft and verify times and its running acceptance by draft position;
+    // k = 0 skips the drafter. Output is unchanged: every emitted token is the target's own sample.
+    LLAMA_MTP_DRAFT_AUTO = 1,
+};
+
 struct llama_mtp_session_params {
-    int32_t  n_draft;           // tokens drafted per step, 0..LLAMA_MTP_MAX_DRAFT; 0 = target alone (default 3)
+    int32_t  n_draft;  // tokens drafted per step (AUTO: at most), 0..LLAMA_MTP_MAX_DRAFT; 0 = target alone (default 3)
+    int32_t  draft_policy;      // enum llama_mtp_draft_policy (default LLAMA_MTP_DRAFT_FIXED)
     float    p_min;             // stop drafting below this draft probability (default 0)
     uint32_t n_ctx;             // context size in tokens (default 2048)
     uint32_t n_batch;           // logical batch size (default 512)
@@ -182,6 +201,7 @@ struct llama_mtp_stats {
     int64_t t_generate_us;                         // time spent in steps
     int64_t drafted_by_pos[LLAMA_MTP_MAX_DRAFT];   // draft tokens proposed at each draft position
     int64_t accepted_by_pos[LLAMA_MTP_MAX_DRAFT];  // ... and accepted
+    int64_t steps_by_k[LLAMA_MTP_MAX_DRAFT + 1];   // steps that verified k drafts (k = 0: the target alone)
 };
 
 struct llama_mtp_session;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common.h"
+#include "draft_tuner.h"
 #include "llama-ext.h"
 #include "llama_mtp.h"
 #include "shim_internal.h"
@@ -94,6 +95,9 @@ struct llama_mtp_session {
     bool                     kv_valid = false;  // tokens_tgt describes the target's KV
 
     llama_mtp_stats stats{};
+
+    std::unique_ptr<llama_mtp_internal::draft_tuner> tuner;  // LLAMA_MTP_DRAFT_AUTO only
+    llama_token shadow_draft = LLAMA_TOKEN_NULL;             // the tuner's shadow draft of this step
 
     std::unique_ptr<FILE, file_closer> trace;  // NDJSON acceptance trace, NULL when off
 
@@ -495,8 +499,28 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     // draft: no more than fits the context and the remaining budget
     const int64_t t_draft0 = ggml_time_us();
     s->draft.clear();
-    const int32_t n_draft_max = draft_budget(s, n_ctx, s->n_past, s->n_left);
-    if ((s->fused || s->spec) && n_draft_max > 0) {
+    const int32_t n_budget    = draft_budget(s, n_ctx, s->n_past, s->n_left);
+    int32_t       n_draft_max = n_budget;
+    bool          shadow      = false;  // auto: draft, verify none, score the first draft
+    bool          drafted     = false;  // upstream's driver drafted this step (it then expects an accept)
+    if (s->tuner) {
+        const auto c = s->tuner->choose(n_budget);
+        n_draft_max  = c.k;
+        shadow       = c.shadow && s->fused && n_budget > 0;
+    }
+    if (shadow) {
+        const int32_t rc = draft_fused(s, 1);
+        if (rc != LLAMA_MTP_OK) {
+            return rc;
+        }
+        s->stats.n_draft_calls++;
+        s->shadow_draft = s->draft[0];
+        s->draft.clear();
+        if (!s->trim(s->n_past)) {
+            set_error("the KV cache refused to drop draft positions");
+            return LLAMA_MTP_ERR_INTERNAL;
+        }
+    } else if ((s->fused || s->spec) && n_draft_max > 0) {
         if (s->next_ready) {
             s->draft.assign(s->next_draft.begin(), s->next_draft.begin() + n_draft_max);
         } else if (s->fused) {
@@ -516,6 +540,7 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
             common_speculative_draft(s->spec.get());
         }
         s->stats.n_draft_calls++;
+        drafted = true;
         if (static_cast<int32_t>(s->draft.size()) > n_draft_max) {
             s->draft.resize(n_draft_max);
         }
@@ -569,9 +594,16 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     if (s->trace) {
         write_trace(s, out, n_emit, n_accepted, t_verify0 - t_draft0, ggml_time_us() - t_verify0);
     }
+    if (s->tuner) {
+        s->tuner->observe(n_draft, n_accepted, t_verify0 - t_draft0, ggml_time_us() - t_verify0);
+        if (shadow) {
+            s->tuner->observe_shadow(out[0] == s->shadow_draft, t_verify0 - t_draft0);
+        }
+    }
+    s->stats.steps_by_k[n_draft]++;
     if (s->fused) {
         keep_pending_row(s, n_accepted);  // the row of the last token that stays in the KV
-    } else if (s->spec) {
+    } else if (s->spec && drafted) {
         // (only after its own draft: upstream asserts on an accept that follows none)
         common_speculative_accept(s->spec.get(), 0, static_cast<uint16_t>(n_accepted));
     }
@@ -613,6 +645,7 @@ extern "C" {
 struct llama_mtp_session_params llama_mtp_session_default_params(void) {
     llama_mtp_session_params p{};
     p.n_draft          = 3;
+    p.draft_policy     = LLAMA_MTP_DRAFT_FIXED;
     p.p_min            = 0.0f;
     p.n_ctx            = 2048;
     p.n_batch          = 512;
@@ -718,6 +751,21 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
             s->batch_dft = common_batch(s->ctx_dft.get());
             s->pending_h.assign(static_cast<size_t>(llama_model_n_embd_out(s->target)), 0.0f);
         }
+        if (params.draft_policy == LLAMA_MTP_DRAFT_AUTO) {
+            if (params.pipeline == LLAMA_MTP_PIPELINE_ASYNC) {
+                set_error(
+                    "the adaptive draft length (auto) needs pipeline sync: an async pipeline queues the next "
+                    "draft before this step's length is known");
+                return LLAMA_MTP_ERR_INVALID_ARG;
+            }
+            if (s->ctx_dft) {
+                s->tuner = std::make_unique<llama_mtp_internal::draft_tuner>(params.n_draft);
+            }
+        } else if (params.draft_policy != LLAMA_MTP_DRAFT_FIXED) {
+            set_error("draft_policy must be LLAMA_MTP_DRAFT_FIXED or LLAMA_MTP_DRAFT_AUTO, got " +
+                      std::to_string(params.draft_policy));
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
         if (params.pipeline == LLAMA_MTP_PIPELINE_ASYNC) {
             if (!s->fused || !params.backend_sampling) {
                 set_error(
@@ -820,6 +868,9 @@ int32_t llama_mtp_session_reset(struct llama_mtp_session * session) {
         session->clear_memory();
         llama_sampler_reset(session->smpl.get());  // back to the seed
         session->stats = {};
+        if (session->tuner) {
+            session->tuner->reset();
+        }
         std::fill(std::begin(session->accepted_freq), std::end(session->accepted_freq), 0.0f);
         session->next_ready = false;
         session->started    = false;

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,7 +43,8 @@ class ServerConfig:
     model_name: str = ""
     n_parallel: int = 1
     n_ctx: int = 4096  # per slot
-    n_draft: int = 3
+    n_draft: int | Literal["auto"] = 3
+    max_draft: int = 3  # with n_draft="auto"
     n_gpu_layers: int = -1
     #: CPU threads per slot; 0 shares the machine's cores among the slots
     n_threads: int = 0
@@ -110,11 +111,10 @@ class _Server:
         self.target = Model(config.target, n_gpu_layers=config.n_gpu_layers)
         self.drafter = Model(config.drafter, n_gpu_layers=config.n_gpu_layers) if config.drafter else None
         n_draft = config.n_draft if self.drafter is not None else 0
-        self.n_draft = n_draft
         threads = _threads_per_slot(config)
         slots = [
-            Slot(i, MtpSession(self.target, self.drafter, n_draft=n_draft, n_ctx=config.n_ctx, n_threads=threads,
-                               sampling=config.sampling))
+            Slot(i, MtpSession(self.target, self.drafter, n_draft=n_draft, max_draft=config.max_draft,
+                               n_ctx=config.n_ctx, n_threads=threads, sampling=config.sampling))
             for i in range(config.n_parallel)
         ]  # fmt: skip
         self.pool = SlotPool(slots)
