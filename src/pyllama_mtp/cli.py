@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -348,6 +349,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"pyllama-mtp: error: {exc}", file=sys.stderr)
         return 1
+    result["command"] = shlex.join(["pyllama-mtp", *args.argv])  # what to type to run it again
     for path in benchmark.write(result, Path(args.out_dir), plot=not args.no_plot):
         print(path)
     print(json.dumps(result["summary"], indent=1))
@@ -509,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # the command, for result files
     from .errors import PyllamaMtpError
 
     try:

@@ -145,6 +145,8 @@ def ours(
         acceptance=stats.acceptance_rate if k else None,
         draft_step_ms=draft_ms,
         tokens=stats.n_generated,
+        # the adaptive row's choices: steps at each draft length, shadow drafts among the calls
+        **({"steps_by_k": list(stats.steps_by_draft_length), "drafter_calls": stats.drafter_calls} if auto else {}),
     )
 
 

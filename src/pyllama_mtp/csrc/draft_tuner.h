@@ -40,23 +40,24 @@ private:
 // The adaptive draft length (LLAMA_MTP_DRAFT_AUTO): a step verifies the k drafts that maximise
 // expected emitted tokens per second, E(k) / T(k), where
 //   E(k) = 1 + sum_{i<=k} prod_{j<=i} p_j   (p_j: acceptance at draft position j, given the ones
-//                                            before it were accepted, a running decayed estimate)
+//                                            before it were accepted; evidence fades by kDecay a
+//                                            step, drafting or not, so a stale estimate gives way)
 //   T(k) = verify(k) + (k > 0 ? draft : 0)  (the session's own measured times: medians of recent
-//                                            steps that kept the previous step's k; lengths not
-//                                            measured are interpolated)
-// Changing k changes the verify batch's shape, and the next pass builds (or captures) its graph
-// again: on a 2-core CPU that cost 6 steps' time. So only steady steps are timed, the switch's own
-// cost is measured too and must be paid back within kHorizon steps, and while the target runs
-// alone the drafter is kept honest by shadow drafts: now and then it drafts without a verify of
-// its drafts (no new batch shape), and its first draft is scored against the token the target
-// emits. Their spacing keeps their cost near kShadowShare of the time. The times of the lengths not
-// in use are not refreshed by any of this, so while the target runs alone the longest draft's
-// verify time is measured afresh now and then (after kRetimeFirst steps, then ever less often, when
-// drafting could pay):
-// one stale slow sample must not keep a good drafter off. A new length must also promise kMargin
-// more than the current one, so estimation noise does not switch back and forth. The drafter's
-// graph drafts its fixed chain whenever it runs (changing its length would rebuild that graph
-// too); only the verify batch shrinks.
+//                                            steady steps; lengths not measured are interpolated)
+// Changing k changes the verify batch's shape, and the next passes build (or, on CUDA, run
+// un-graphed and then capture) their graph again: on a 2-core CPU that cost 6 steps' time. So
+// only steady steps are timed, and a switch's own cost (the excess of the kSettle steps after it)
+// is measured too and must be paid back within kHorizon steps. While the target runs alone the
+// drafter is kept honest by shadow drafts: now and then it drafts without a verify of its drafts
+// (no new batch shape), and its chain is scored against the tokens the target emits over the
+// next steps, one position a step (observe_shadow), so one shadow draft judges every position.
+// Their spacing keeps their cost near kShadowShare of the time. The times of the lengths not in
+// use are not refreshed by any of this, so while the target runs alone the longest draft's verify
+// time is measured afresh now and then (after kRetimeFirst steps, then ever less often, when
+// drafting could pay): one stale slow sample must not keep a good drafter off. A new length must
+// also promise kMargin more than the current one, so estimation noise does not switch back and
+// forth. The drafter's graph drafts its fixed chain whenever it runs (changing its length would
+// rebuild that graph too); only the verify batch shrinks.
 class draft_tuner {
 public:
     struct choice {
@@ -75,6 +76,8 @@ public:
         draft_us_.clear();
         switch_us_.clear();
         prev_k_       = -1;
+        settle_left_  = 0;
+        settle_us_    = 0.0f;
         n_no_shadow_  = 0;
         n_at_zero_    = 0;
         retime_every_ = kRetimeFirst;
@@ -119,7 +122,7 @@ public:
         if (++n_at_zero_ >= retime_every_ && optimistic > kMargin * rate(0, 0.0f)) {
             n_at_zero_    = 0;
             retime_every_ = std::min(2 * retime_every_, kRetimeLast);  // each confirmation waits longer
-            retime_left_  = kWarmup;                                   // the switch, then kWarmup steady steps
+            retime_left_  = kSettle + kWarmup;                         // the switch, then kWarmup steady steps
             return {k_max, false};
         }
         if (++n_no_shadow_ >= shadow_every()) {
@@ -131,41 +134,59 @@ public:
 
     void observe(int32_t k, int32_t n_accepted, int64_t draft_us, int64_t verify_us) {
         const float t = static_cast<float>(verify_us);
-        if (k == prev_k_) {  // a steady step: its graphs were built before
+        if (k != prev_k_ && prev_k_ >= 0) {  // a switch: its cost is what the next steps run over
+            settle_left_ = kSettle;
+            settle_us_   = 0.0f;
+        }
+        if (settle_left_ > 0) {
+            if (verify_us_[k].count() > 0) {
+                settle_us_ += std::max(0.0f, t - verify_us_[k].median());
+            }
+            if (--settle_left_ == 0 && verify_us_[k].count() > 0) {
+                switch_us_.add(settle_us_);
+            }
+        } else if (k == prev_k_) {  // a steady step: its graphs were built and captured before
             verify_us_[k].add(t);
             if (k > 0) {
                 draft_us_.add(static_cast<float>(draft_us));
             }
-        } else if (prev_k_ >= 0 && verify_us_[k].count() > 0) {
-            switch_us_.add(std::max(0.0f, t - verify_us_[k].median()));
         }
         prev_k_ = k;
+        fade(k > 0 ? kDecay : kDecayAlone);
         if (k > 0) {
             judge(k, n_accepted);
         }
     }
 
-    // a shadow draft's first token against the target's; draft_us: what drafting cost that step
-    void observe_shadow(bool first_accepted, int64_t draft_us) {
+    // a shadow draft's chain scored against the target's next tokens: its first n_judged
+    // positions were compared, the first n_matched of them matched; draft_us: what drafting cost
+    void observe_shadow(int32_t n_judged, int32_t n_matched, int64_t draft_us) {
         draft_us_.add(static_cast<float>(draft_us));
-        judge(1, first_accepted ? 1 : 0);
+        if (n_judged > 0) {
+            judge(n_judged, n_matched);
+        }
     }
 
 private:
-    static constexpr float   kDecay       = 0.95f;  // acceptance memory: ~20 drafting steps
+    static constexpr float   kDecay       = 0.93f;  // acceptance memory: ~14 drafting steps ...
+    static constexpr float   kDecayAlone  = 0.97f;  // ... or ~33 steps (~3 shadow drafts) at k = 0
     static constexpr float   kPrior       = 0.5f;   // acceptance before evidence, worth one step
     static constexpr int32_t kWarmup      = 5;      // steady steps timed before the first choice
+    static constexpr int32_t kSettle      = 2;      // steps a switch costs (CUDA: un-graphed, then capture)
     static constexpr float   kHorizon     = 64.0f;  // steps a switch must pay itself back in
     static constexpr float   kShadowShare = 0.02f;  // time spent on shadow drafts at k = 0
     static constexpr int32_t kRetimeFirst = 64;     // steps at k = 0 before k_max is timed again ...
     static constexpr int32_t kRetimeLast  = 512;    // ... doubling up to this
     static constexpr float   kMargin      = 1.05f;  // a new length must promise this much more
 
-    void judge(int32_t k, int32_t n_accepted) {
+    void fade(float decay) {
         for (int32_t i = 1; i <= k_max_; ++i) {
-            reached_[i] *= kDecay;
-            accepted_[i] *= kDecay;
+            reached_[i] *= decay;
+            accepted_[i] *= decay;
         }
+    }
+
+    void judge(int32_t k, int32_t n_accepted) {
         // position i was judged only when every draft before it was accepted
         for (int32_t i = 1; i <= std::min(k, n_accepted + 1); ++i) {
             reached_[i] += 1.0f;
@@ -173,7 +194,12 @@ private:
         }
     }
 
-    float acceptance(int32_t i) const { return (accepted_[i] + kPrior) / (reached_[i] + 1.0f); }
+    // kPrior before any evidence at the first position; further on, the position before's
+    // estimate, worth one observation (acceptance falls along a chain, it seldom rises)
+    float acceptance(int32_t i) const {
+        const float prior = i == 1 ? kPrior : acceptance(i - 1);
+        return (accepted_[i] + prior) / (reached_[i] + 1.0f);
+    }
 
     float expected_tokens(int32_t k) const {
         float e     = 1.0f;
@@ -221,6 +247,8 @@ private:
     recent_times draft_us_;
     recent_times switch_us_;  // the extra time of a step whose k differs from the step before
     int32_t      prev_k_       = -1;
+    int32_t      settle_left_  = 0;     // steps after a switch still counted as its cost
+    float        settle_us_    = 0.0f;  // their excess over the steady medians so far
     int32_t      n_no_shadow_  = 0;  // steps at k = 0 since the last shadow draft
     int32_t      n_at_zero_    = 0;  // steps at k = 0 since k_max was last timed
     int32_t      retime_every_ = kRetimeFirst;

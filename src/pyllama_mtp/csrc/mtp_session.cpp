@@ -97,7 +97,10 @@ struct llama_mtp_session {
     llama_mtp_stats stats{};
 
     std::unique_ptr<llama_mtp_internal::draft_tuner> tuner;  // LLAMA_MTP_DRAFT_AUTO only
-    llama_token shadow_draft = LLAMA_TOKEN_NULL;             // the tuner's shadow draft of this step
+    // the tuner's last shadow draft, scored against the tokens the target emits after it
+    std::vector<llama_token> shadow_chain;
+    int32_t                  shadow_matched  = 0;
+    int64_t                  shadow_draft_us = 0;
 
     std::unique_ptr<FILE, file_closer> trace;  // NDJSON acceptance trace, NULL when off
 
@@ -259,6 +262,25 @@ int32_t keep_prefix(llama_mtp_session * s, const llama_token * prompt, int32_t n
 }
 
 // Keep the target's nextn row of batch row i (the last decode): the next draft starts from it.
+// A shadow draft's chain against what the target emits, one position per target-alone step: it is
+// scored when a position misses, when the chain runs out, or when a step drafts for real (then
+// only the positions seen so far count).
+void score_shadow(llama_mtp_session * s, int32_t n_draft, llama_token emitted) {
+    if (s->shadow_chain.empty()) {
+        return;
+    }
+    const int32_t n_chain = static_cast<int32_t>(s->shadow_chain.size());
+    int32_t       judged  = s->shadow_matched;
+    if (n_draft == 0) {
+        judged++;
+        s->shadow_matched += emitted == s->shadow_chain[s->shadow_matched] ? 1 : 0;
+    }
+    if (n_draft > 0 || s->shadow_matched < judged || s->shadow_matched == n_chain || s->done) {
+        s->tuner->observe_shadow(judged, s->shadow_matched, s->shadow_draft_us);
+        s->shadow_chain.clear();
+    }
+}
+
 void keep_pending_row(llama_mtp_session * s, int32_t i) {
     const float * h = llama_get_embeddings_nextn_ith(s->ctx_tgt.get(), i);
     if (h != nullptr) {
@@ -446,6 +468,7 @@ int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_promp
     s->n_left  = n_max;
     s->draft.clear();
     s->started  = true;
+    s->shadow_chain.clear();  // a new generation: an old chain has nothing to be scored against
     s->kv_valid = true;
     s->done     = n_max == 0;
     s->stats.n_prompt += n_prompt;
@@ -509,12 +532,14 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
         shadow       = c.shadow && s->fused && n_budget > 0;
     }
     if (shadow) {
-        const int32_t rc = draft_fused(s, 1);
+        const int32_t rc = draft_fused(s, n_budget);
         if (rc != LLAMA_MTP_OK) {
             return rc;
         }
         s->stats.n_draft_calls++;
-        s->shadow_draft = s->draft[0];
+        s->shadow_chain.assign(s->draft.begin(), s->draft.end());
+        s->shadow_matched  = 0;
+        s->shadow_draft_us = ggml_time_us() - t_draft0;
         s->draft.clear();
         if (!s->trim(s->n_past)) {
             set_error("the KV cache refused to drop draft positions");
@@ -596,9 +621,7 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     }
     if (s->tuner) {
         s->tuner->observe(n_draft, n_accepted, t_verify0 - t_draft0, ggml_time_us() - t_verify0);
-        if (shadow) {
-            s->tuner->observe_shadow(out[0] == s->shadow_draft, t_verify0 - t_draft0);
-        }
+        score_shadow(s, n_draft, out[0]);
     }
     s->stats.steps_by_k[n_draft]++;
     if (s->fused) {
@@ -873,6 +896,7 @@ int32_t llama_mtp_session_reset(struct llama_mtp_session * session) {
         }
         std::fill(std::begin(session->accepted_freq), std::end(session->accepted_freq), 0.0f);
         session->next_ready = false;
+        session->shadow_chain.clear();
         session->started    = false;
         session->done       = true;
         session->kv_valid   = false;
