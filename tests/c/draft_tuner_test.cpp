@@ -19,10 +19,10 @@ namespace {
 
 struct world {
     const char * name;
-    double       verify[4];  // us, a verify pass of k drafts (k = 0: the target alone)
-    double       draft;      // us, the drafter's whole chain
+    double       verify[4];   // us, a verify pass of k drafts (k = 0: the target alone)
+    double       draft;       // us, the drafter's whole chain
     double       rebuild[2];  // us, extra on the first and second step after k changes
-    double       outlier;    // share of steps that take 4x as long (another process on the cores)
+    double       outlier;     // share of steps that take 4x as long (another process on the cores)
 };
 
 // 2-core CPU proportions: verify grows 10 % a draft, a new shape costs 5 steps
@@ -46,7 +46,7 @@ run_result simulate(const world & w, int k_max, int fixed_k, int n_tokens, Alpha
     std::mt19937                           rng(seed);
     std::uniform_real_distribution<double> u(0.0, 1.0);
     run_result                             r;
-    int                                    prev_k      = -1;
+    int                                    prev_k       = -1;
     int                                    since_switch = 2;  // warm: the harness warms up first
     while (r.tokens < n_tokens) {
         const int                               pos = static_cast<int>(r.tokens);
@@ -59,7 +59,7 @@ run_result simulate(const world & w, int k_max, int fixed_k, int n_tokens, Alpha
         while (n_accepted < k && u(rng) < alpha(pos + n_accepted)) {
             ++n_accepted;
         }
-        since_switch = k != prev_k && prev_k >= 0 ? 0 : since_switch + 1;
+        since_switch  = k != prev_k && prev_k >= 0 ? 0 : since_switch + 1;
         double verify = w.verify[k];
         if (since_switch < 2) {
             verify += w.rebuild[since_switch];
@@ -132,8 +132,8 @@ void check_world(const world & w) {
     // hot (acceptance 0.05) in turn; long spans, and the harness's 32-token ones, too short on the
     // CPU for a switch (5 steps' time) to pay itself back: there a fixed k wins, by up to 30 %
     for (int span : {300, 32}) {
-        const double floor = span < 100 ? (w.rebuild[0] + w.rebuild[1] > 2 * w.verify[0] ? 0.7 : 0.97) : 1.0;
-        const auto drifting = [span](int pos) { return (pos / span) % 2 == 0 ? 1.0 : 0.05; };
+        const double floor    = span < 100 ? (w.rebuild[0] + w.rebuild[1] > 2 * w.verify[0] ? 0.7 : 0.97) : 1.0;
+        const auto   drifting = [span](int pos) { return (pos / span) % 2 == 0 ? 1.0 : 0.05; };
         llama_mtp_internal::draft_tuner tuner(k_max);
         const run_result                got  = simulate(w, k_max, -1, n, drifting, 2, &tuner);
         const double                    best = best_fixed(w, k_max, n, drifting);

@@ -249,8 +249,8 @@ private:
     int32_t      prev_k_       = -1;
     int32_t      settle_left_  = 0;     // steps after a switch still counted as its cost
     float        settle_us_    = 0.0f;  // their excess over the steady medians so far
-    int32_t      n_no_shadow_  = 0;  // steps at k = 0 since the last shadow draft
-    int32_t      n_at_zero_    = 0;  // steps at k = 0 since k_max was last timed
+    int32_t      n_no_shadow_  = 0;     // steps at k = 0 since the last shadow draft
+    int32_t      n_at_zero_    = 0;     // steps at k = 0 since k_max was last timed
     int32_t      retime_every_ = kRetimeFirst;
     int32_t      retime_left_  = 0;  // steps of a re-timing of k_max still to run
 };

@@ -467,7 +467,7 @@ int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_promp
     s->n_past  = n_prompt - 1;
     s->n_left  = n_max;
     s->draft.clear();
-    s->started  = true;
+    s->started = true;
     s->shadow_chain.clear();  // a new generation: an old chain has nothing to be scored against
     s->kv_valid = true;
     s->done     = n_max == 0;
@@ -897,9 +897,9 @@ int32_t llama_mtp_session_reset(struct llama_mtp_session * session) {
         std::fill(std::begin(session->accepted_freq), std::end(session->accepted_freq), 0.0f);
         session->next_ready = false;
         session->shadow_chain.clear();
-        session->started    = false;
-        session->done       = true;
-        session->kv_valid   = false;
+        session->started  = false;
+        session->done     = true;
+        session->kv_valid = false;
         session->tokens_tgt.clear();
         return LLAMA_MTP_OK;
     });
