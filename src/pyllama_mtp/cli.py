@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -103,6 +104,9 @@ def _cmd_chat(args: argparse.Namespace) -> int:
             print(f"chatting with {target.path.name} ({mode}). Ctrl-C stops a reply; Ctrl-D or /exit leaves.",
                   file=sys.stderr)  # fmt: skip
         max_tokens = args.n_predict if args.n_predict >= 0 else None
+        # Ctrl-C stops a reply: Python raises KeyboardInterrupt only where SIGINT was not ignored when
+        # it started, and a shell starts background jobs with SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         while True:
             try:
                 line = input("> " if interactive else "")
