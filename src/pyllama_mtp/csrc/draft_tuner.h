@@ -245,7 +245,7 @@ private:
     float        accepted_[LLAMA_MTP_MAX_DRAFT + 1]{};
     recent_times verify_us_[LLAMA_MTP_MAX_DRAFT + 1];
     recent_times draft_us_;
-    recent_times switch_us_;  // the extra time of a step whose k differs from the step before
+    recent_times switch_us_;  // a switch's cost: the excess of the kSettle steps after it
     int32_t      prev_k_       = -1;
     int32_t      settle_left_  = 0;     // steps after a switch still counted as its cost
     float        settle_us_    = 0.0f;  // their excess over the steady medians so far

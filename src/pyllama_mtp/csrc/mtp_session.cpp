@@ -261,7 +261,6 @@ int32_t keep_prefix(llama_mtp_session * s, const llama_token * prompt, int32_t n
     return 0;
 }
 
-// Keep the target's nextn row of batch row i (the last decode): the next draft starts from it.
 // A shadow draft's chain against what the target emits, one position per target-alone step: it is
 // scored when a position misses, when the chain runs out, or when a step drafts for real (then
 // only the positions seen so far count).
@@ -281,6 +280,7 @@ void score_shadow(llama_mtp_session * s, int32_t n_draft, llama_token emitted) {
     }
 }
 
+// Keep the target's nextn row of batch row i (the last decode): the next draft starts from it.
 void keep_pending_row(llama_mtp_session * s, int32_t i) {
     const float * h = llama_get_embeddings_nextn_ith(s->ctx_tgt.get(), i);
     if (h != nullptr) {
@@ -896,10 +896,9 @@ int32_t llama_mtp_session_reset(struct llama_mtp_session * session) {
         }
         std::fill(std::begin(session->accepted_freq), std::end(session->accepted_freq), 0.0f);
         session->next_ready = false;
-        session->shadow_chain.clear();
-        session->started  = false;
-        session->done     = true;
-        session->kv_valid = false;
+        session->started    = false;
+        session->done       = true;
+        session->kv_valid   = false;
         session->tokens_tgt.clear();
         return LLAMA_MTP_OK;
     });
