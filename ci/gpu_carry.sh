@@ -17,9 +17,9 @@ rm -rf "$tree"/docs "$tree"/media "$tree"/benches "$tree"/.devops "$tree"/.githu
 find "$tree/models" -mindepth 1 -maxdepth 1 ! -name templates -exec rm -rf {} +
 # tests/: the file patch 0014 touches and the CMakeLists that names it
 find "$tree/tests" -mindepth 1 ! -name test-llama-archs.cpp ! -name CMakeLists.txt -exec rm -rf {} +
-# ggml backends: CPU and CUDA (and BLAS, which the CMake scripts reference)
+# ggml backends: CPU, CUDA and RPC (and BLAS, which the CMake scripts reference)
 find "$tree/ggml/src" -mindepth 1 -maxdepth 1 -type d -name 'ggml-*' \
-    ! -name ggml-cpu ! -name ggml-cuda ! -name ggml-blas -exec rm -rf {} +
+    ! -name ggml-cpu ! -name ggml-cuda ! -name ggml-blas ! -name ggml-rpc -exec rm -rf {} +
 # tools/ui: its build files only, the web sources stay behind (LLAMA_BUILD_UI=OFF)
 rm -rf "$tree/tools/ui/src" "$tree/tools/ui/tests"
 mkdir -p .whl

@@ -23,6 +23,7 @@ from .errors import (
     ModelLoadError,
     OutputFileError,
     PyllamaMtpError,
+    RemoteDeviceError,
     TensorOverrideError,
 )
 from .info import BuildInfo, build_info
@@ -54,6 +55,7 @@ __all__ = [
     "OutputFileError",
     "IncompatibleModelsError",
     "PyllamaMtpError",
+    "RemoteDeviceError",
     "TensorOverrideError",
     "Sampling",
     "Segmenter",

@@ -23,8 +23,9 @@ struct llama_vocab;
 
 enum llama_mtp_status {
     LLAMA_MTP_OK, LLAMA_MTP_ERR_INVALID_ARG, LLAMA_MTP_ERR_LOAD, LLAMA_MTP_ERR_CONTEXT,
-    LLAMA_MTP_ERR_DECODE, LLAMA_MTP_ERR_KV_FULL, LLAMA_MTP_ERR_INTERNAL, LLAMA_MTP_ERR_IO, ...
+    LLAMA_MTP_ERR_DECODE, LLAMA_MTP_ERR_KV_FULL, LLAMA_MTP_ERR_INTERNAL, LLAMA_MTP_ERR_IO, LLAMA_MTP_ERR_REMOTE, ...
 };
+enum llama_mtp_split_mode { LLAMA_MTP_SPLIT_NONE, LLAMA_MTP_SPLIT_LAYER, LLAMA_MTP_SPLIT_ROW, ... };
 
 const char * llama_mtp_last_error(void);
 void llama_mtp_init(int32_t verbosity);
@@ -32,14 +33,18 @@ const char * llama_mtp_llama_commit(void);
 const char * llama_mtp_patches(void);
 const char * llama_mtp_backends(void);
 const char * llama_mtp_devices(void);
+bool llama_mtp_local_gpu(void);
 
 struct llama_mtp_tensor_override { const char * pattern; const char * device; };
 struct llama_mtp_model_params {
     int32_t n_gpu_layers; bool use_mmap; bool vocab_only;
     const struct llama_mtp_tensor_override * tensor_overrides; int32_t n_tensor_overrides;
+    const char * const * rpc_servers; int32_t n_rpc_servers; const char * const * devices; int32_t n_devices;
+    int32_t split_mode; int32_t main_device; const float * tensor_split; int32_t n_tensor_split;
 };
 struct llama_mtp_model_params llama_mtp_model_default_params(void);
 int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params params, struct llama_model ** out);
+const char * llama_mtp_model_devices(const struct llama_model * model);
 
 int32_t llama_mtp_model_tensor_placement(const struct llama_model * model, int32_t i, const char ** name,
                                          const char ** buffer);
@@ -154,7 +159,6 @@ uint32_t llama_n_ctx(const struct llama_context * ctx);
 float * llama_get_logits_ith(struct llama_context * ctx, int32_t i);
 float * llama_get_embeddings_ith(struct llama_context * ctx, int32_t i);
 size_t llama_state_get_size(struct llama_context * ctx);
-bool llama_supports_gpu_offload(void);
 const char * llama_print_system_info(void);
 """
 

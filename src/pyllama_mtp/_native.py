@@ -24,6 +24,7 @@ _BY_STATUS: dict[int, type[errors.PyllamaMtpError]] = {
     lib.LLAMA_MTP_ERR_KV_FULL: errors.ContextOverflowError,
     lib.LLAMA_MTP_ERR_INTERNAL: errors.PyllamaMtpError,
     lib.LLAMA_MTP_ERR_IO: errors.OutputFileError,
+    lib.LLAMA_MTP_ERR_REMOTE: errors.RemoteDeviceError,
 }
 
 

@@ -1,7 +1,8 @@
 """``pyllama-mtp`` command line: ``info``, ``generate`` (streaming, draft-MTP), ``chat`` (interactive,
 with the model's chat template), ``serve`` (an OpenAI-compatible server), ``convert`` (a Hugging
-Face checkpoint to GGUF), ``demo``, ``trace-report``, ``segment`` (speaker segmentation of a WAV
-file), ``convert-segmentation`` and ``bench``."""
+Face checkpoint to GGUF), ``rpc-server`` (this machine's devices for a model split elsewhere),
+``demo``, ``trace-report``, ``segment`` (speaker segmentation of a WAV file),
+``convert-segmentation`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     n_draft = args.n_draft if args.drafter or args.self_draft else 0
     show_progress = not args.no_progress and sys.stderr.isatty()
     with (
-        Model(args.target, n_gpu_layers=args.n_gpu_layers) as target,
+        Model(args.target, **_target_placement(args)) as target,
         (Model(args.drafter, n_gpu_layers=args.n_gpu_layers) if args.drafter else _nothing()) as drafter,
         MtpSession(
             target, drafter, n_draft=n_draft, max_draft=args.max_draft, p_min=args.p_min, n_ctx=args.ctx_size,
@@ -90,7 +91,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     n_draft = args.n_draft if args.drafter else 0
     interactive = sys.stdin.isatty()
     with (
-        Model(args.target, n_gpu_layers=args.n_gpu_layers) as target,
+        Model(args.target, **_target_placement(args)) as target,
         (Model(args.drafter, n_gpu_layers=args.n_gpu_layers) if args.drafter else _nothing()) as drafter,
         MtpSession(
             target, drafter, n_draft=n_draft, max_draft=args.max_draft, n_ctx=args.ctx_size, n_threads=args.threads,
@@ -154,6 +155,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         n_draft=args.n_draft,
         max_draft=args.max_draft,
         n_gpu_layers=args.n_gpu_layers,
+        rpc=args.rpc,
+        devices=args.device,
+        split_mode=args.split_mode,
+        tensor_split=args.tensor_split,
+        main_device=args.main_gpu,
         n_threads=args.threads,
         chat_template=_read_template(args.chat_template_file),
         sampling=Sampling(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed),
@@ -162,6 +168,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)  # fmt: skip
     serve(config, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _cmd_rpc_server(args: argparse.Namespace) -> int:
+    binary = Path(__file__).resolve().parent / "bin" / ("rpc-server.exe" if os.name == "nt" else "rpc-server")
+    if not binary.is_file():
+        print(f"pyllama-mtp: error: this installation has no RPC server ({binary} is missing)", file=sys.stderr)
+        return 1
+    if not 0 < args.port < 65536:
+        print(f"pyllama-mtp: error: --port must be in 1..65535, got {args.port}", file=sys.stderr)
+        return 1
+    threads = args.threads if args.threads > 0 else os.cpu_count() or 1
+    argv = [str(binary), "-H", args.host, "-p", str(args.port), "-t", str(threads)]
+    if args.device:
+        argv += ["-d", ",".join(args.device)]
+    if args.cache:
+        argv.append("-c")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # the server replaces this process: signals, exit status and the pid are its own
+    os.execv(binary, argv)
+    return 1  # pragma: no cover - execv does not return
 
 
 class _nothing:
@@ -347,6 +374,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         mixed_acceptance=args.mixed_acceptance,
         commit=args.commit,
+        rpc=args.rpc,
     )
     try:
         result = benchmark.run(opts)
@@ -358,6 +386,38 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(path)
     print(json.dumps(result["summary"], indent=1))
     return 0
+
+
+def _csv(kind: type[Any]) -> Any:
+    """An argparse type: a comma-separated list of ``kind``, as llama.cpp's ``--rpc`` and ``-ts`` take."""
+
+    def parse(value: str) -> tuple[Any, ...]:
+        try:
+            return tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}") from None
+
+    return parse
+
+
+def _placement_args(p: argparse.ArgumentParser) -> None:
+    """Where the target's layers run, past one device (llama.cpp's flags); the drafter stays local."""
+    p.add_argument("--rpc", type=_csv(str), default=(), help="RPC servers host:port,... (pyllama-mtp rpc-server)")
+    p.add_argument("-dev", "--device", type=_csv(str), default=(), help="local devices, e.g. CUDA0,CUDA1 or CPU")
+    p.add_argument("-sm", "--split-mode", choices=["none", "layer", "row"], default="layer")
+    p.add_argument("-ts", "--tensor-split", type=_csv(float), default=(), help="layer shares per device, e.g. 1,1,2")
+    p.add_argument("-mg", "--main-gpu", type=int, default=0, help="the device index for --split-mode none")
+
+
+def _target_placement(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "n_gpu_layers": args.n_gpu_layers,
+        "rpc": args.rpc,
+        "devices": args.device,
+        "split_mode": args.split_mode,
+        "tensor_split": args.tensor_split,
+        "main_device": args.main_gpu,
+    }
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -373,6 +433,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("-s", "--seed", type=int, default=None)
     p.add_argument("--chat-template-file", help="a jinja chat template to use instead of the model's own")
+    _placement_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", type=int, default=0)
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("-s", "--seed", type=int, default=None)
+    _placement_args(gen)
     gen.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     gen.add_argument("--trace", help="write an NDJSON acceptance trace here (see trace-report)")
     gen.add_argument(
@@ -432,6 +494,19 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("-a", "--alias", help="the model id clients name (default: the target file's stem)")
     srv.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     srv.set_defaults(func=_cmd_serve)
+    rpc = sub.add_parser(
+        "rpc-server",
+        help="serve this machine's devices to a Model(rpc=[...]) elsewhere (llama.cpp's rpc-server)",
+        description="Runs the RPC server this package ships: a Model on another machine can place layers on this "
+        "machine's devices with rpc=['HOST:PORT'] (--rpc on the CLI). It has no authentication: bind it to a "
+        "trusted network only. Ctrl-C stops it.",
+    )
+    rpc.add_argument("-H", "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    rpc.add_argument("-p", "--port", type=int, default=50052, help="port (default 50052)")
+    rpc.add_argument("-d", "--device", type=_csv(str), default=(), help="devices to serve (default: GPUs, else CPU)")
+    rpc.add_argument("-t", "--threads", type=int, default=0, help="CPU threads (default: every core)")
+    rpc.add_argument("-c", "--cache", action="store_true", help="cache received weights on disk ($LLAMA_CACHE/rpc)")
+    rpc.set_defaults(func=_cmd_rpc_server)
     conv = sub.add_parser(
         "convert",
         help="convert a Hugging Face Gemma 4 target or gemma4_assistant folder to GGUF",
@@ -500,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--upstream-server",
         help="upstream's llama-server from the same tree ($PYLLAMA_MTP_UPSTREAM_SERVER), as it ships and with -bs",
+    )
+    bench.add_argument(
+        "--rpc", type=_csv(str), default=(), help="RPC servers host:port,...: also time the target split across them"
     )
     bench.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate")
     bench.add_argument("-n", "--n-predict", type=int, default=0, help="tokens per generation (128 GPU, 32 CPU)")

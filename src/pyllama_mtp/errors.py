@@ -19,6 +19,14 @@ class DecodeError(PyllamaMtpError):
     """The native decode failed."""
 
 
+class RemoteDeviceError(PyllamaMtpError, ConnectionError):
+    """An RPC server (``Model(rpc=[...])``) could not be reached, or stopped answering mid-generation.
+
+    After a server is lost, the model's remote layers are gone: close the model (and its contexts
+    and sessions) and load it again once the server is back.
+    """
+
+
 class ContextOverflowError(DecodeError):
     """The tokens do not fit in the context's KV cache (``n_ctx``)."""
 
@@ -44,7 +52,9 @@ class ClosedError(PyllamaMtpError):
 
 
 class TensorOverrideError(PyllamaMtpError, ValueError):
-    """A tensor placement rule (``Model(tensor_overrides=...)``) with a bad regex or an unknown device."""
+    """A placement option of ``Model`` that cannot be followed: a ``tensor_overrides`` rule with a bad
+    regex, an unknown device (there or in ``devices``), an ``rpc`` entry that is not ``host:port``,
+    or a ``split_mode``, ``main_device`` or ``tensor_split`` that does not fit the devices."""
 
 
 class ConversionError(PyllamaMtpError, ValueError):

@@ -49,6 +49,6 @@ def build_info() -> BuildInfo:
         backends=split(cstr(lib.llama_mtp_backends()), ","),
         patches=split(cstr(lib.llama_mtp_patches()), ","),
         devices=split(cstr(lib.llama_mtp_devices()), "\n"),
-        gpu_offload=bool(lib.llama_supports_gpu_offload()),
+        gpu_offload=bool(lib.llama_mtp_local_gpu()),
         system=cstr(lib.llama_print_system_info()).strip(),
     )

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ._gguf_file import check_gguf_file
 from ._native import check, cstr, ffi, lib
 from ._resource import NativeResource
 from .errors import InvalidTokenError, TensorOverrideError
+
+_SPLIT_MODES = {"none": 0, "layer": 1, "row": 2}
+
+
+def _strings(values: Sequence[str] | None, keep_alive: list[Any]) -> tuple[Any, int]:
+    """A ``const char * const *`` array of ``values`` and its length (NULL, 0 for none)."""
+    if not values:
+        return ffi.NULL, 0
+    if isinstance(values, str):
+        raise TypeError("give a list of strings, not one string")
+    encoded = [ffi.new("char[]", v.encode()) for v in values]
+    array = ffi.new("const char *[]", encoded)
+    keep_alive.extend([encoded, array])
+    return array, len(values)
 
 
 def _fill(ctype: str, cap: int, call: Callable[[Any, int], int]) -> tuple[Any, int]:
@@ -34,6 +48,21 @@ class Model(NativeResource):
     ``llama-server -ot``. A drafter's tensors are named ``mtp.<name in the file>`` in memory,
     so ``{r"^mtp\\.": "CUDA0"}`` places a drafter without touching its target's rules.
     :meth:`tensor_placement` shows where every tensor went.
+
+    Past one device: ``rpc`` names running ``pyllama-mtp rpc-server`` processes (``"host:port"``),
+    ``devices`` the local ones (``["CUDA0", "CUDA1"]``; default every local GPU). The offloaded
+    layers (``n_gpu_layers``) go to the remote devices first, then the local ones, so the last
+    layers, the output and the KV cache a drafter shares stay local; the layers not offloaded are
+    the first ones and run on the CPU. ``split_mode`` is ``"layer"`` (whole layers per device),
+    ``"row"`` (matrices split by rows where the backend can) or ``"none"`` (all on
+    ``main_device``, an index into the device list); ``tensor_split`` gives each device's share of
+    the layers. By default with ``rpc``, the servers share the first layers equally and the local
+    devices keep the last two layers that hold KV cache, what follows them and the output: a
+    drafter loaded without ``rpc`` then attends to that KV locally, and a draft step never crosses
+    the network. (Without ``rpc``, the default follows free memory, as llama.cpp's.)
+    :attr:`devices` lists what the model uses. A server that cannot be reached raises
+    :class:`~pyllama_mtp.errors.RemoteDeviceError` here; one lost later raises it from the call
+    that needed it.
     """
 
     def __init__(
@@ -44,13 +73,29 @@ class Model(NativeResource):
         use_mmap: bool = True,
         vocab_only: bool = False,
         tensor_overrides: Mapping[str, str] | None = None,
+        devices: Sequence[str] | None = None,
+        rpc: Sequence[str] | None = None,
+        split_mode: Literal["none", "layer", "row"] = "layer",
+        tensor_split: Sequence[float] | None = None,
+        main_device: int = 0,
     ) -> None:
         self.path = Path(path)
         check_gguf_file(self.path)
+        if split_mode not in _SPLIT_MODES:
+            raise ValueError(f"split_mode must be one of {sorted(_SPLIT_MODES)}, got {split_mode!r}")
         params = lib.llama_mtp_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         params.use_mmap = use_mmap
         params.vocab_only = vocab_only
+        params.split_mode = _SPLIT_MODES[split_mode]
+        params.main_device = main_device
+        keep_alive: list[Any] = []  # cffi buffers the call reads, alive until it returns
+        params.rpc_servers, params.n_rpc_servers = _strings(rpc, keep_alive)
+        params.devices, params.n_devices = _strings(devices, keep_alive)
+        if tensor_split:
+            shares = ffi.new("float[]", [float(x) for x in tensor_split])
+            keep_alive.append(shares)
+            params.tensor_split, params.n_tensor_split = shares, len(tensor_split)
         rules = list((tensor_overrides or {}).items())
         keep = [(ffi.new("char[]", p.encode()), ffi.new("char[]", d.encode())) for p, d in rules]
         table = ffi.new("struct llama_mtp_tensor_override[]", len(rules) or 1)
@@ -96,6 +141,13 @@ class Model(NativeResource):
             placement[cstr(name[0])] = cstr(buffer[0])
             i += 1
         return placement
+
+    @property
+    def devices(self) -> dict[str, str]:
+        """The devices the model's offloaded layers run on, in layer order: name to description
+        (an RPC device's description is its server's ``host:port``). Empty when all runs on the CPU."""
+        lines = cstr(lib.llama_mtp_model_devices(self.ptr)).splitlines()
+        return dict(line.split(": ", 1) for line in lines if ": " in line)
 
     @property
     def n_vocab(self) -> int:

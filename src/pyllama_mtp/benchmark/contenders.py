@@ -97,6 +97,7 @@ def ours(
     fused: bool = True,
     pipeline: Pipeline = "sync",
     auto: bool = False,
+    prefix: str = "ours",
 ) -> dict[str, Any]:
     """Our session: target alone at k = 0, draft-MTP with ``k`` draft tokens otherwise.
 
@@ -104,7 +105,8 @@ def ours(
     (row ``ours-draft-mtp-k{k}-loop``), to show what fusing buys side by side;
     ``pipeline="async"`` queues each next draft behind the verify pass (``...-async``);
     ``auto=True`` lets each step choose how many of at most ``k`` drafts to verify
-    (``ours-draft-mtp-auto``).
+    (``ours-draft-mtp-auto``). ``prefix`` names the row's contender and starts its name (the
+    harness's ``--rpc`` rows are ``ours-rpc-...``, over a target split across RPC servers).
     """
     sampled = run.temperature > 0 and not run.schedule  # a drifting run sets each span's sampling
     sampling = Sampling(temperature=run.temperature, seed=run.seed) if sampled else Sampling()
@@ -133,12 +135,12 @@ def ours(
                         rates.append(decode_rate(session, prompt, run.n_predict))
             stats = session.stats
         draft_ms = read_trace(trace).mean_draft_ms_per_token if trace is not None else None
-    name = "ours-baseline" if k == 0 else f"ours-draft-mtp-k{k}" + ("" if fused else "-loop")
+    name = f"{prefix}-baseline" if k == 0 else f"{prefix}-draft-mtp-k{k}" + ("" if fused else "-loop")
     name += "-async" if pipeline == "async" else ""
-    name = "ours-draft-mtp-auto" if auto else name
+    name = f"{prefix}-draft-mtp-auto" if auto else name
     return run.row(
         name,
-        "ours",
+        prefix,
         k,
         tokens_per_s=statistics.median(rates),
         ttft_ms=ttft,

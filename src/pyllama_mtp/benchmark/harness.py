@@ -35,6 +35,9 @@ class Options:
     repeats: int = 1
     mixed_acceptance: float = 0.6
     commit: str | None = None
+    # RPC servers (host:port): also time the target split across them, its last layers local
+    # (rows ours-rpc-*), and a drafter on the same servers (ours-rpc-remote-drafter-k{k})
+    rpc: Sequence[str] = ()
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -78,6 +81,8 @@ def _cell(opts: Options, run: contenders.Run, n_gpu_layers: int, hf_device: str 
             rows.append(contenders.ours(run, target, drafter, max(opts.ks), auto=True))
             opts.log(_line(rows[-1]))
         prompts = [target.tokenize(p) for p in contenders.PROMPTS]
+    if opts.rpc:
+        rows += _rpc_rows(opts, run, n_gpu_layers)
     if opts.upstream is not None and not run.schedule:  # its loop cannot change sampling mid-generation
         for k in opts.ks:
             rows.append(contenders.upstream(run, opts.upstream, k, n_gpu_layers))
@@ -95,6 +100,33 @@ def _cell(opts: Options, run: contenders.Run, n_gpu_layers: int, hf_device: str 
         for row in contenders.hf(run, prompts, [max(opts.ks)], hf_device):
             rows.append(row)
             opts.log(_line(row))
+    return rows
+
+
+def _rpc_rows(opts: Options, run: contenders.Run, n_gpu_layers: int) -> list[dict[str, Any]]:
+    """The target split across ``opts.rpc`` with the drafter local (the default split keeps the KV
+    it reads here), then every target layer remote with the drafter on the last server."""
+    rows: list[dict[str, Any]] = []
+    k = max(opts.ks)
+    with (
+        Model(run.pair.target_gguf, n_gpu_layers=-1, rpc=opts.rpc) as target,
+        Model(run.pair.drafter_gguf, n_gpu_layers=n_gpu_layers) as drafter,
+    ):
+        for n in (0, *opts.ks):
+            rows.append(contenders.ours(run, target, drafter, n, prefix="ours-rpc"))
+            opts.log(_line(rows[-1]))
+    # (one device per server:) every target layer remote, the drafter on the last server, beside
+    # the KV it reads
+    remote_only = [1.0] * len(opts.rpc)
+    last_server = [0.0] * (len(opts.rpc) - 1) + [1.0]
+    with (
+        Model(run.pair.target_gguf, n_gpu_layers=-1, rpc=opts.rpc, tensor_split=remote_only) as target,
+        Model(run.pair.drafter_gguf, n_gpu_layers=-1, rpc=opts.rpc, tensor_split=last_server) as drafter,
+    ):
+        row = contenders.ours(run, target, drafter, k, prefix="ours-rpc")
+        row["name"] = f"ours-rpc-remote-drafter-k{k}"
+        rows.append(row)
+        opts.log(_line(rows[-1]))
     return rows
 
 

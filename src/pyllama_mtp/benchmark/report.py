@@ -18,7 +18,11 @@ A result is one JSON object (``SCHEMA_VERSION``)::
                       | "upstream-server-k{k}" | "upstream-server-bs-k{k}" (llama-server as it ships,
                       and with backend sampling: -bs, --spec-draft-backend-sampling; k = 0: alone)
                       | "hf-baseline" | "hf-assisted-k{k}"
-        contender     "ours" | "upstream" | "hf"
+                      | "ours-rpc-baseline" | "ours-rpc-draft-mtp-k{k}" (--rpc: the target split across
+                      RPC servers, its last layers and the drafter local)
+                      | "ours-rpc-remote-drafter-k{k}" (every target layer remote, the drafter's
+                      attention too)
+        contender     "ours" | "ours-rpc" | "upstream" | "hf"
         shape, regime, k (0 = target alone)
         tokens_per_s  decode tokens/s (median over prompts)
         ttft_ms       time to first token (prompt pass + first step), median over prompts
@@ -97,6 +101,7 @@ SUMMARY_KEYS = (
     "ours_over_hf",  # ours / HF assisted generation (bf16 on GPUs), high acceptance
     "fused_over_loop_high_acceptance",  # ours / ours drafting with the per-token loop
     "loop_draft_step_ms",  # the per-token loop's drafter time per draft token
+    "rpc",  # --rpc runs: {regime: split / local tokens/s alone and at k, drafter step local vs remote}; else null
     "async_over_sync_high_acceptance",  # ours with pipeline="async" / ours sync, same k, high acceptance
     "async_over_sync_low_acceptance",
     "auto_over_target_alone",  # {regime: ours with n_draft="auto" / ours alone}
@@ -169,7 +174,7 @@ def fill_model(rows: list[dict[str, Any]]) -> None:
     shows what their loop loses on top of the arithmetic.
     """
     for row in rows:
-        base_name = "hf-baseline" if row["contender"] == "hf" else "ours-baseline"
+        base_name = {"hf": "hf-baseline", "ours-rpc": "ours-rpc-baseline"}.get(row["contender"], "ours-baseline")
         base = _find(rows, name=base_name, shape=row["shape"], regime=row["regime"])
         row["speedup"] = _ratio(row, base)
         row.setdefault("draft_step_ms", None)
@@ -221,6 +226,18 @@ def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, A
         auto_alone[regime] = _ratio(auto, alone)
         auto_best[regime] = _ratio(auto, max(fixed, key=lambda r: r["tokens_per_s"])) if fixed else None
     draft_ms = ours_hi["draft_step_ms"] if ours_hi else None
+    rpc: dict[str, dict[str, float | None]] = {}
+    for regime in sorted({r["regime"] for r in rows if r["shape"] == shape and r["contender"] == "ours-rpc"}):
+        split_k = _find(rows, name=f"ours-rpc-draft-mtp-k{k}", shape=shape, regime=regime)
+        remote = _find(rows, name=f"ours-rpc-remote-drafter-k{k}", shape=shape, regime=regime)
+        rpc[regime] = {
+            "alone_over_local": _ratio(_find(rows, name="ours-rpc-baseline", shape=shape, regime=regime),
+                                       _find(rows, name="ours-baseline", shape=shape, regime=regime)),
+            "k_over_local": _ratio(split_k, _find(rows, name=f"ours-draft-mtp-k{k}", shape=shape, regime=regime)),
+            "remote_drafter_over_local_drafter": _ratio(remote, split_k),
+            "draft_step_ms_local_drafter": split_k["draft_step_ms"] if split_k else None,
+            "draft_step_ms_remote_drafter": remote["draft_step_ms"] if remote else None,
+        }  # fmt: skip
     return {
         "shape": shape,
         "k": k,
@@ -239,6 +256,7 @@ def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, A
         "ours_over_hf": _ratio(ours_hi, hf_hi),
         "fused_over_loop_high_acceptance": _ratio(ours_hi, loop_hi),
         "loop_draft_step_ms": loop_hi["draft_step_ms"] if loop_hi else None,
+        "rpc": rpc or None,
         "async_over_sync_high_acceptance": _ratio(async_hi, ours_hi),
         "async_over_sync_low_acceptance": _ratio(async_lo, ours_lo),
         "auto_over_target_alone": auto_alone,

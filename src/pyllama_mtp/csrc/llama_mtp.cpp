@@ -7,9 +7,11 @@
 #include <mutex>
 #include <regex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ggml-backend.h"
+#include "gguf.h"
 #include "llama-ext.h"
 #include "shim_internal.h"
 
@@ -90,8 +92,17 @@ const char * llama_mtp_devices(void) {
     return g_devices.c_str();
 }
 
+bool llama_mtp_local_gpu(void) {
+    return ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU) != nullptr ||
+           ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_IGPU) != nullptr;
+}
+
 struct llama_mtp_model_params llama_mtp_model_default_params(void) {
-    return {-1, true, false, nullptr, 0};
+    llama_mtp_model_params p{};
+    p.n_gpu_layers = -1;
+    p.use_mmap     = true;
+    p.split_mode   = LLAMA_MTP_SPLIT_LAYER;
+    return p;
 }
 
 namespace {
@@ -115,6 +126,195 @@ ggml_backend_buffer_type_t override_buft(const char * device) {
         return nullptr;
     }
     return ggml_backend_dev_buffer_type(dev);
+}
+
+// ggml's RPC registry functions, looked up by name as llama.cpp's tools do (null in a build
+// without the RPC backend).
+struct rpc_api {
+    ggml_backend_reg_t (*add_server)(const char * endpoint) = nullptr;
+    bool (*server_lost)(const char * endpoint)              = nullptr;
+};
+
+const rpc_api & rpc() {
+    static const rpc_api api = [] {
+        rpc_api            a;
+        ggml_backend_reg_t reg = ggml_backend_reg_by_name("RPC");
+        if (reg != nullptr) {
+            a.add_server = reinterpret_cast<decltype(a.add_server)>(
+                ggml_backend_reg_get_proc_address(reg, "ggml_backend_rpc_add_server"));
+            a.server_lost = reinterpret_cast<decltype(a.server_lost)>(
+                ggml_backend_reg_get_proc_address(reg, "ggml_backend_rpc_server_lost"));
+        }
+        return a;
+    }();
+    return api;
+}
+
+bool is_rpc_device(ggml_backend_dev_t dev) {
+    return std::string(ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev))) == "RPC";
+}
+
+// A lost server's answers are zeroed: a device that reports no memory is not there.
+bool rpc_device_answers(ggml_backend_dev_t dev) {
+    size_t free = 0, total = 0;
+    ggml_backend_dev_memory(dev, &free, &total);
+    return total > 0;
+}
+
+std::string local_device_names() {
+    std::string known;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        known += std::string(known.empty() ? "" : ", ") + ggml_backend_dev_name(ggml_backend_dev_get(i));
+    }
+    return known;
+}
+
+// The device list of params (remote devices first, then local ones), empty when params name
+// neither: then llama.cpp picks its default devices. The RPC servers' devices are not registered
+// with ggml, so a model loaded without rpc_servers never lands on them.
+int32_t model_devices(const llama_mtp_model_params & params, std::vector<ggml_backend_dev_t> & devs) {
+    if (params.n_rpc_servers < 0 || (params.n_rpc_servers > 0 && params.rpc_servers == nullptr) ||
+        params.n_devices < 0 || (params.n_devices > 0 && params.devices == nullptr)) {
+        set_error("rpc_servers or devices is NULL, or its count is negative");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    static const std::regex endpoint_form(R"(^[^:\s]+:[0-9]{1,5}$)");
+    for (int32_t i = 0; i < params.n_rpc_servers; ++i) {
+        const char * endpoint = params.rpc_servers[i];
+        if (endpoint == nullptr || !std::regex_match(endpoint, endpoint_form)) {
+            set_error(std::string("RPC server '") + (endpoint ? endpoint : "(null)") + "' is not host:port");
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
+        if (rpc().add_server == nullptr) {
+            set_error("this build has no RPC backend (GGML_RPC was off)");
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
+        // (the registry remembers an endpoint that once answered: ask its device again)
+        ggml_backend_reg_t reg = rpc().add_server(endpoint);
+        if (reg == nullptr || ggml_backend_reg_dev_count(reg) == 0 ||
+            !rpc_device_answers(ggml_backend_reg_dev_get(reg, 0))) {
+            set_error(std::string("cannot reach the RPC server at ") + endpoint +
+                      " (is `pyllama-mtp rpc-server` running there?)");
+            return LLAMA_MTP_ERR_REMOTE;
+        }
+        for (size_t d = 0; d < ggml_backend_reg_dev_count(reg); ++d) {
+            devs.push_back(ggml_backend_reg_dev_get(reg, d));
+        }
+    }
+    for (int32_t i = 0; i < params.n_devices; ++i) {
+        const char *       name = params.devices[i];
+        ggml_backend_dev_t dev  = name != nullptr ? ggml_backend_dev_by_name(name) : nullptr;
+        if (dev == nullptr) {
+            set_error(std::string("unknown device '") + (name ? name : "(null)") +
+                      "' (devices: " + local_device_names() + ")");
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
+        devs.push_back(dev);
+    }
+    if (params.n_rpc_servers > 0 && params.n_devices == 0) {
+        // every local GPU after the remote devices, as llama.cpp's default list orders them; on a
+        // machine without one, the CPU itself, so that the last layers still run here
+        const size_t n_remote = devs.size();
+        for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+            ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+            if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_GPU) {
+                devs.push_back(dev);
+            }
+        }
+        if (devs.size() == n_remote && ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU) != nullptr) {
+            devs.push_back(ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU));
+        }
+    }
+    return LLAMA_MTP_OK;
+}
+
+// From the file's header: the number of layers, and the first of the last two layers that hold
+// KV cache (a Gemma 4 target may reuse its earlier layers' KV in its last ones); -1, -1 when the
+// header cannot be read (the load reports that).
+std::pair<int32_t, int32_t> layers_and_last_kv(const char * path) {
+    gguf_init_params gp{};
+    gp.no_alloc        = true;
+    gguf_context * ctx = gguf_init_from_file(path, gp);
+    if (ctx == nullptr) {
+        return {-1, -1};
+    }
+    auto u32 = [&](const std::string & key) -> int64_t {
+        const int64_t id = gguf_find_key(ctx, key.c_str());
+        return id >= 0 && gguf_get_kv_type(ctx, id) == GGUF_TYPE_UINT32 ? gguf_get_val_u32(ctx, id) : -1;
+    };
+    const int64_t     arch_id = gguf_find_key(ctx, "general.architecture");
+    const std::string arch =
+        arch_id >= 0 && gguf_get_kv_type(ctx, arch_id) == GGUF_TYPE_STRING ? gguf_get_val_str(ctx, arch_id) : "";
+    const int64_t n_layer = u32(arch + ".block_count");
+    const int64_t shared  = u32(arch + ".attention.shared_kv_layers");
+    gguf_free(ctx);
+    if (n_layer <= 0) {
+        return {-1, -1};
+    }
+    const int64_t n_kv = shared > 0 && shared < n_layer ? n_layer - shared : n_layer;
+    return {static_cast<int32_t>(n_layer), static_cast<int32_t>(std::max<int64_t>(0, n_kv - 2))};
+}
+
+// The default split when layers go to RPC servers: the remote devices share the first layers
+// equally, and the local ones keep the output and every layer from the first of the last two that
+// hold KV (what a gemma4_assistant drafter attends to), so a draft step never crosses the network.
+// llama.cpp gives layer i the first device whose cumulative share exceeds i / (n_layer + 1): the
+// half-layer margins keep the boundary off a layer's own fraction.
+std::vector<float> keep_tail_local_split(int32_t n_layer, int32_t first_local, size_t n_remote, size_t n_local) {
+    std::vector<float> split(n_remote + n_local, 0.0f);
+    const float        remote = std::max(0.0f, static_cast<float>(first_local) - 0.5f);
+    const float        local  = static_cast<float>(n_layer + 1) - remote;
+    for (size_t i = 0; i < split.size(); ++i) {
+        split[i] = i < n_remote ? remote / n_remote : local / n_local;
+    }
+    return split;
+}
+
+// Checks split_mode, main_device and tensor_split against the devices (empty: llama.cpp's own
+// list) and fills split with llama_max_devices() shares, or leaves it empty for llama.cpp's split.
+int32_t model_split(const llama_mtp_model_params & params, const char * path,
+                    const std::vector<ggml_backend_dev_t> & devs, std::vector<float> & split) {
+    if (params.split_mode < LLAMA_MTP_SPLIT_NONE || params.split_mode > LLAMA_MTP_SPLIT_ROW) {
+        set_error("split_mode must be none (0), layer (1) or row (2), got " + std::to_string(params.split_mode));
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    const size_t n_devs = devs.empty() ? llama_max_devices() : devs.size();
+    if (params.main_device < 0 || static_cast<size_t>(params.main_device) >= n_devs) {
+        set_error("main_device " + std::to_string(params.main_device) + " is not an index of the model's " +
+                  std::to_string(n_devs) + " devices");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    if (params.n_tensor_split != 0) {
+        if (params.n_tensor_split < 0 || params.tensor_split == nullptr ||
+            static_cast<size_t>(params.n_tensor_split) > std::min(n_devs, llama_max_devices())) {
+            set_error("tensor_split needs one share per device, at most " + std::to_string(n_devs));
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
+        split.assign(llama_max_devices(), 0.0f);
+        float sum = 0.0f;
+        for (int32_t i = 0; i < params.n_tensor_split; ++i) {
+            if (!(params.tensor_split[i] >= 0.0f)) {
+                set_error("tensor_split shares must be >= 0");
+                return LLAMA_MTP_ERR_INVALID_ARG;
+            }
+            split[i] = params.tensor_split[i];
+            sum += split[i];
+        }
+        if (!(sum > 0.0f)) {
+            set_error("tensor_split must give some device a share");
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
+        return LLAMA_MTP_OK;
+    }
+    const size_t n_remote = std::count_if(devs.begin(), devs.end(), is_rpc_device);
+    if (n_remote > 0 && n_devs > n_remote && n_devs <= llama_max_devices()) {
+        const auto [n_layer, first_local] = layers_and_last_kv(path);
+        if (n_layer > 0) {
+            split = keep_tail_local_split(n_layer, first_local, n_remote, n_devs - n_remote);
+            split.resize(llama_max_devices(), 0.0f);
+        }
+    }
+    return LLAMA_MTP_OK;
 }
 
 }  // namespace
@@ -163,13 +363,48 @@ int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params pa
             rules.push_back({nullptr, nullptr});
             mp.tensor_buft_overrides = rules.data();
         }
+        std::vector<ggml_backend_dev_t> devs;
+        std::vector<float>              split;
+        int32_t                         rc = model_devices(params, devs);
+        if (rc == LLAMA_MTP_OK) {
+            rc = model_split(params, path, devs, split);
+        }
+        if (rc != LLAMA_MTP_OK) {
+            return rc;
+        }
+        mp.split_mode = static_cast<llama_split_mode>(params.split_mode);
+        mp.main_gpu   = params.main_device;
+        if (!split.empty()) {
+            mp.tensor_split = split.data();
+        }
+        if (!devs.empty()) {
+            devs.push_back(nullptr);
+            mp.devices = devs.data();
+        }
         *out = llama_model_load_from_file(path, mp);
         if (*out == nullptr) {
+            for (ggml_backend_dev_t dev : devs) {
+                if (dev != nullptr && is_rpc_device(dev) && !rpc_device_answers(dev)) {
+                    set_error_with_log(std::string("the RPC server at ") + ggml_backend_dev_description(dev) +
+                                       " stopped answering while " + path + " loaded");
+                    return LLAMA_MTP_ERR_REMOTE;
+                }
+            }
             set_error_with_log(std::string("failed to load model from ") + path);
             return LLAMA_MTP_ERR_LOAD;
         }
         return LLAMA_MTP_OK;
     });
+}
+
+const char * llama_mtp_model_devices(const struct llama_model * model) {
+    static thread_local std::string text;
+    text.clear();
+    for (int32_t i = 0; model != nullptr && i < llama_model_n_devices(model); ++i) {
+        ggml_backend_dev_t dev = llama_model_get_device(model, i);
+        text += std::string(ggml_backend_dev_name(dev)) + ": " + ggml_backend_dev_description(dev) + "\n";
+    }
+    return text.c_str();
 }
 
 int32_t llama_mtp_model_tensor_placement(const struct llama_model * model, int32_t i, const char ** name,
@@ -332,11 +567,20 @@ int32_t llama_mtp_decode(struct llama_context * ctx, const llama_token * tokens,
             }
             if (r != 0) {
                 llama_batch_free(batch);
+                if (llama_mtp_internal::check_remote(llama_get_model(ctx)) != LLAMA_MTP_OK) {
+                    return LLAMA_MTP_ERR_REMOTE;
+                }
                 set_error_with_log("llama_decode returned " + std::to_string(r));
                 return LLAMA_MTP_ERR_DECODE;
             }
         }
         llama_batch_free(batch);
+        // a server lost during the decode answered with zeros: say so before anyone reads them
+        const llama_model * model = llama_get_model(ctx);
+        if (llama_mtp_internal::has_rpc_device(model)) {
+            llama_synchronize(ctx);
+            return llama_mtp_internal::check_remote(model);
+        }
         return LLAMA_MTP_OK;
     });
 }
@@ -394,3 +638,36 @@ int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_
 }
 
 }  // extern "C"
+
+std::string llama_mtp_internal::lost_rpc_server(const llama_model * model) {
+    if (model == nullptr || rpc().server_lost == nullptr) {
+        return "";
+    }
+    for (int32_t i = 0; i < llama_model_n_devices(model); ++i) {
+        ggml_backend_dev_t dev = llama_model_get_device(model, i);
+        // an RPC device's description is its server's endpoint
+        if (is_rpc_device(dev) && rpc().server_lost(ggml_backend_dev_description(dev))) {
+            return ggml_backend_dev_description(dev);
+        }
+    }
+    return "";
+}
+
+bool llama_mtp_internal::has_rpc_device(const llama_model * model) {
+    for (int32_t i = 0; model != nullptr && i < llama_model_n_devices(model); ++i) {
+        if (is_rpc_device(llama_model_get_device(model, i))) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int32_t llama_mtp_internal::check_remote(const llama_model * model) {
+    const std::string endpoint = lost_rpc_server(model);
+    if (endpoint.empty()) {
+        return LLAMA_MTP_OK;
+    }
+    set_error("the RPC server at " + endpoint +
+              " stopped answering; this model's remote layers are gone (close it and load it again)");
+    return LLAMA_MTP_ERR_REMOTE;
+}

@@ -19,6 +19,7 @@ enum llama_mtp_status {
     LLAMA_MTP_ERR_KV_FULL     = 5,  // no KV slot for the batch
     LLAMA_MTP_ERR_INTERNAL    = 6,  // a C++ exception or an unexpected failure
     LLAMA_MTP_ERR_IO          = 7,  // a file we write could not be opened
+    LLAMA_MTP_ERR_REMOTE      = 8,  // an RPC server could not be reached or stopped answering
 };
 
 // Message of the last failure on this thread ("" if none); valid until the next call.
@@ -35,6 +36,9 @@ LLAMA_API const char * llama_mtp_patches(void);
 LLAMA_API const char * llama_mtp_backends(void);
 // The devices ggml sees now, one "name: description" per line.
 LLAMA_API const char * llama_mtp_devices(void);
+// Whether a local GPU can take layers (llama_supports_gpu_offload also says yes for any build
+// with the RPC backend, which every build of this package has).
+LLAMA_API bool llama_mtp_local_gpu(void);
 
 // Place the tensors whose in-memory name matches pattern (ECMAScript regex, searched) on a
 // device's buffer type: "CPU" or a ggml device name ("CUDA0", "Metal", ...). A drafter's tensors
@@ -44,6 +48,13 @@ struct llama_mtp_tensor_override {
     const char * device;
 };
 
+// How a model's layers are spread over its devices (llama_split_mode's first three values).
+enum llama_mtp_split_mode {
+    LLAMA_MTP_SPLIT_NONE  = 0,  // the whole model on main_device
+    LLAMA_MTP_SPLIT_LAYER = 1,  // whole layers (and their KV) per device, in device order
+    LLAMA_MTP_SPLIT_ROW   = 2,  // matrices split by rows across devices where the backend can
+};
+
 struct llama_mtp_model_params {
     int32_t n_gpu_layers;  // layers to offload; -1 = all (default -1)
     bool    use_mmap;      // map the file (auto load mode) instead of reading it (default true)
@@ -51,13 +62,37 @@ struct llama_mtp_model_params {
     // placement rules, first match wins (default NULL, 0); copied, need not outlive the call
     const struct llama_mtp_tensor_override * tensor_overrides;
     int32_t                                  n_tensor_overrides;
+    // The devices the offloaded layers go to, in layer order: first the devices of each RPC server
+    // ("host:port" of a running `rpc-server`), then the local devices named in `devices`
+    // ("CUDA0", "CPU", ...; NULL, 0 = every local GPU, or the CPU where there is none). The layers
+    // not offloaded are the first ones and stay on the CPU. The remote devices come first so that
+    // the last layers, the output and the KV a drafter shares stay local. Without rpc_servers and
+    // devices, llama.cpp picks the devices. (default NULL, 0 and NULL, 0)
+    const char * const * rpc_servers;
+    int32_t              n_rpc_servers;
+    const char * const * devices;
+    int32_t              n_devices;
+    int32_t              split_mode;   // enum llama_mtp_split_mode (default LLAMA_MTP_SPLIT_LAYER)
+    int32_t              main_device;  // index in the device list above, for SPLIT_NONE (default 0)
+    // share of the offloaded layers per device, in device order (default NULL, 0: with rpc_servers,
+    // the remote devices share the first layers equally and the local ones keep the last two layers
+    // that hold KV, everything after them and the output, so a drafter sharing that KV runs
+    // locally; without, by free memory)
+    const float * tensor_split;
+    int32_t       n_tensor_split;
 };
 
 LLAMA_API struct llama_mtp_model_params llama_mtp_model_default_params(void);
 
-// Load a GGUF model. On failure returns non-zero, *out = NULL, and the last error names the reason.
+// Load a GGUF model. On failure returns non-zero, *out = NULL, and the last error names the reason:
+// LLAMA_MTP_ERR_REMOTE when an RPC server cannot be reached, LLAMA_MTP_ERR_INVALID_ARG for an
+// unknown device, a malformed endpoint or a bad split.
 LLAMA_API int32_t llama_mtp_model_load(const char * path, struct llama_mtp_model_params params,
                                        struct llama_model ** out);
+
+// The model's devices, in layer order, one "name: description" per line ("" when the model runs
+// on the CPU alone). Valid until the next call on this thread.
+LLAMA_API const char * llama_mtp_model_devices(const struct llama_model * model);
 
 // The model's i-th tensor, as named in memory, and the buffer it lives in ("CPU", "CUDA0", ...;
 // "" when not allocated). Both strings live as long as the model. LLAMA_MTP_ERR_INVALID_ARG

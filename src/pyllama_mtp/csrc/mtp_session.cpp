@@ -149,6 +149,54 @@ std::string required_target_arch(const llama_model * drafter) {
     return "";
 }
 
+// The RPC endpoint in a buffer name such as "RPC0[127.0.0.1:50052]" ("" for a local buffer).
+std::string rpc_endpoint_of(const std::string & buffer) {
+    const size_t open = buffer.find('[');
+    if (buffer.rfind("RPC", 0) != 0 || open == std::string::npos || buffer.back() != ']') {
+        return "";
+    }
+    return buffer.substr(open + 1, buffer.size() - open - 2);
+}
+
+// A gemma4_assistant attends to the KV of the target's last full and last sliding layer (upstream's
+// share callback: n_layer - 1 and n_layer - 2, or the layers those reuse when the target shares
+// KV between its own layers). A drafter whose devices do not include the RPC server holding one of
+// them cannot run that attention: ggml's scheduler aborts the process. Refuse the pair instead.
+int32_t check_shared_kv_reachable(const llama_model * target, const llama_model * drafter) {
+    if (!llama_mtp_internal::has_rpc_device(target)) {
+        return LLAMA_MTP_OK;
+    }
+    int32_t           n_kv = llama_model_n_layer(target);
+    const std::string shared =
+        meta(target, (meta(target, "general.architecture") + ".attention.shared_kv_layers").c_str());
+    if (!shared.empty() && std::atoi(shared.c_str()) > 0) {
+        n_kv -= std::atoi(shared.c_str());
+    }
+    std::vector<std::string> drafter_servers;
+    for (int32_t i = 0; i < llama_model_n_devices(drafter); ++i) {
+        drafter_servers.emplace_back(ggml_backend_dev_description(llama_model_get_device(drafter, i)));
+    }
+    const char * name   = nullptr;
+    const char * buffer = nullptr;
+    for (int32_t i = 0; llama_model_tensor_placement(target, i, &name, &buffer); ++i) {
+        for (const int32_t il : {n_kv - 1, n_kv - 2}) {
+            if (std::string(name) != "blk." + std::to_string(il) + ".attn_norm.weight") {
+                continue;
+            }
+            const std::string endpoint = rpc_endpoint_of(buffer);
+            if (!endpoint.empty() &&
+                std::find(drafter_servers.begin(), drafter_servers.end(), endpoint) == drafter_servers.end()) {
+                set_error("the drafter reads the KV cache of the target's layer " + std::to_string(il) +
+                          ", which is on the RPC server at " + endpoint +
+                          ": keep the target's last layers local (a larger tensor_split share for the last, "
+                          "local device) or load the drafter with the same rpc servers");
+                return LLAMA_MTP_ERR_INVALID_ARG;
+            }
+        }
+    }
+    return LLAMA_MTP_OK;
+}
+
 int32_t check_pair(llama_model * target, llama_model * drafter, const llama_mtp_session_params & p) {
     if (p.n_draft < 0 || p.n_draft > LLAMA_MTP_MAX_DRAFT) {
         set_error("n_draft must be in [0, " + std::to_string(LLAMA_MTP_MAX_DRAFT) + "], got " +
@@ -211,7 +259,13 @@ int32_t check_pair(llama_model * target, llama_model * drafter, const llama_mtp_
                   ": it was made for another target");
         return LLAMA_MTP_ERR_INVALID_ARG;
     }
-    return LLAMA_MTP_OK;
+    return check_shared_kv_reachable(target, drafter);
+}
+
+// LLAMA_MTP_ERR_REMOTE when an RPC server of the target or the drafter was lost.
+int32_t check_remotes(const llama_mtp_session * s) {
+    const int32_t rc = llama_mtp_internal::check_remote(s->target);
+    return rc != LLAMA_MTP_OK ? rc : llama_mtp_internal::check_remote(s->drafter);
 }
 
 // Decode batch_tgt on the target and show it to the drafter.
@@ -223,6 +277,9 @@ int32_t decode_target(llama_mtp_session * s, common_batch & batch) {
         return LLAMA_MTP_ERR_KV_FULL;
     }
     if (rc != 0) {
+        if (check_remotes(s) != LLAMA_MTP_OK) {
+            return LLAMA_MTP_ERR_REMOTE;
+        }
         set_error_with_log("target decode returned " + std::to_string(rc));
         return LLAMA_MTP_ERR_DECODE;
     }
@@ -456,6 +513,13 @@ int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_promp
             return rc;
         }
     }
+    if (n_prompt > 1 && llama_mtp_internal::has_rpc_device(s->target)) {
+        llama_synchronize(s->ctx_tgt.get());
+        const int32_t rc = check_remotes(s);
+        if (rc != LLAMA_MTP_OK) {
+            return rc;
+        }
+    }
     s->tokens_tgt.assign(prompt, prompt + n_prompt - 1);
     if (s->fused) {
         keep_pending_row(s, s->batch_tgt.size() - 1);
@@ -604,6 +668,11 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
         }
     }
     const int32_t n_accepted = n_emit - 1;
+    // a server lost during this step answered with zeros: emit nothing (the sampler synchronised)
+    rc = check_remotes(s);
+    if (rc != LLAMA_MTP_OK) {
+        return rc;
+    }
     const bool    on_backend = llama_get_sampled_token_ith(s->ctx_tgt.get(), 0) != LLAMA_TOKEN_NULL;
     const int32_t n_kept     = std::min(n_emit, s->n_left);  // what the token budget lets out
     s->done                  = n_kept == s->n_left || llama_vocab_is_eog(s->vocab, out[n_kept - 1]);

@@ -57,6 +57,15 @@ inline int32_t default_threads(int32_t requested) {
     return n > 0 ? static_cast<int32_t>(n) : 4;
 }
 
+// The endpoint of the first of the model's RPC servers whose connection failed ("" if none).
+std::string lost_rpc_server(const llama_model * model);
+// Whether any of the model's devices is an RPC server's.
+bool has_rpc_device(const llama_model * model);
+// LLAMA_MTP_ERR_REMOTE with the last error set when one of the model's RPC servers was lost (its
+// answers since then were zeros, not results), LLAMA_MTP_OK otherwise. Call after the outputs of a
+// decode were read, before handing them out.
+int32_t check_remote(const llama_model * model);
+
 // llama.cpp's context parameters for ours (defined in llama_mtp.cpp; shared by contexts and sessions).
 llama_context_params to_llama_params(const llama_mtp_context_params & params);
 
