@@ -164,6 +164,7 @@ def main() -> int:
     parser.add_argument("-n", "--n-predict", type=int, default=64)
     parser.add_argument("-k", type=int, default=3)
     parser.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1, help="threads, here and per server")
+    parser.add_argument("--cpu", action="store_true", help="the CPU alone, here and in the servers")
     parser.add_argument("-o", "--out", help="write the result JSON here")
     args = parser.parse_args()
 
@@ -171,18 +172,24 @@ def main() -> int:
     rtt_us = loopback_rtt_us()
     bandwidth = loopback_bandwidth_gbps()
     print(f"loopback: rtt {rtt_us:.1f} us (Python ping-pong), {bandwidth:.1f} Gbit/s", file=sys.stderr)
+    gpu = info.gpu_offload and not args.cpu
+    here: dict[str, Any] = {} if gpu else {"n_gpu_layers": 0}  # where the local contender runs
+    local_device: dict[str, Any] = {} if gpu else {"devices": ["CPU"]}  # the split's local part
     regimes: dict[str, Any] = {}
     for regime in ("agree", "random"):
-        pair = shapes.build(args.shape, regime, None)
+        pair = shapes.build(args.shape, regime, "cuda" if gpu else None)
         print(f"{args.shape} / {regime}", file=sys.stderr, flush=True)
         rows = []
-        with Model(pair.target_gguf) as target, Model(pair.drafter_gguf) as drafter:
+        with Model(pair.target_gguf, **here) as target, Model(pair.drafter_gguf, **here) as drafter:
             n_layer, row_bytes = target.n_layer, hidden_bytes_per_token(target)
             for k in (0, args.k):
                 rows.append(measure("local", target, drafter, k, [], args.n_predict, args.threads))
-        with rpc_servers(2, threads=args.threads) as servers:
+        with rpc_servers(2, threads=args.threads, device=None if gpu else "CPU") as servers:
             endpoints = [s.endpoint for s in servers]
-            with Model(pair.target_gguf, rpc=endpoints) as target, Model(pair.drafter_gguf) as drafter:
+            with (
+                Model(pair.target_gguf, rpc=endpoints, **local_device) as target,
+                Model(pair.drafter_gguf, **here) as drafter,
+            ):
                 placement = target.tensor_placement()
                 layout = {
                     il: sorted({b for n, b in placement.items() if n.startswith(f"blk.{il}.")}) for il in range(n_layer)
@@ -224,7 +231,10 @@ def main() -> int:
         "command": shlex.join(["python", *sys.argv]),
         "commit": git_commit(),
         "llama_cpp_commit": info.llama_cpp_commit,
-        "device": f"cpu: {platform.machine()}, {os.cpu_count()} threads",
+        "device": next(d for d in info.devices if not d.startswith("CPU"))
+        if gpu
+        else f"cpu: {platform.machine()}, {os.cpu_count()} threads",
+        "backend": "gpu" if gpu else "cpu",
         "date": datetime.date.today().isoformat(),
         "shape": args.shape,
         "n_predict": args.n_predict,

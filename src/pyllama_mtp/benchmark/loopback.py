@@ -32,13 +32,15 @@ class RpcServer:
         self.process.wait(timeout=30)
 
 
-def start_rpc_server(*, threads: int = 1, timeout: float = 20.0) -> RpcServer:
-    """Start ``pyllama-mtp rpc-server`` on a free port; return once it accepts connections."""
+def start_rpc_server(*, threads: int = 1, device: str | None = None, timeout: float = 20.0) -> RpcServer:
+    """Start ``pyllama-mtp rpc-server`` on a free port (serving ``device``, default its GPUs or else
+    its CPU); return once it accepts connections."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix=f"rpc-server-{port}-", suffix=".log")[1])
+    cmd = [sys.executable, "-m", "pyllama_mtp", "rpc-server", "--port", str(port), "-t", str(threads)]
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pyllama_mtp", "rpc-server", "--port", str(port), "-t", str(threads)],
+            cmd + (["--device", device] if device else []),
             stdout=sink,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -59,12 +61,12 @@ def start_rpc_server(*, threads: int = 1, timeout: float = 20.0) -> RpcServer:
 
 
 @contextlib.contextmanager
-def rpc_servers(n: int, *, threads: int = 1) -> Iterator[list[RpcServer]]:
+def rpc_servers(n: int, *, threads: int = 1, device: str | None = None) -> Iterator[list[RpcServer]]:
     """``n`` servers for the ``with`` block, killed after it."""
     servers: list[RpcServer] = []
     try:
         for _ in range(n):
-            servers.append(start_rpc_server(threads=threads))
+            servers.append(start_rpc_server(threads=threads, device=device))
         yield servers
     finally:
         for server in servers:
