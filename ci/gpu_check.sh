@@ -55,6 +55,8 @@ EOF
     [ -n "${GPU_CHECK_BENCH:-}" ] && examples=(-C cmake.define.LLAMA_BUILD_EXAMPLES=ON
         -C cmake.define.LLAMA_BUILD_TOOLS=ON -C cmake.define.LLAMA_BUILD_SERVER=ON
         -C cmake.define.LLAMA_USE_PREBUILT_UI=OFF -C cmake.define.LLAMA_BUILD_UI=OFF)
+    # (pip --target keeps what an earlier install left there: a rebuild on a warm machine must start empty)
+    rm -rf /tmp/pkg
     python3 -m pip install --no-build-isolation --no-deps --target /tmp/pkg -C build-dir=/tmp/skb "${examples[@]}" . \
         > "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
     if [ -n "${GPU_CHECK_BENCH:-}" ]; then

@@ -43,9 +43,9 @@ def test_split_across_two_servers_and_the_cpu_gives_the_single_process_output(
     servers: list[str], pair: Pair, agreeing_pair: Pair, agree: bool
 ) -> None:
     chosen = agreeing_pair if agree else pair
+    # (k=3 against k=0 is not the claim here: a verify batch may round differently, issue 27)
     with Model(chosen.target_gguf) as target, Model(chosen.drafter_gguf) as drafter:
         local = {k: _generate(target, drafter, k) for k in (0, 3)}
-    assert local[0] == local[3]
     # the default split: the servers share the first layers, this process keeps the last two (the
     # KV the drafter reads) and the output; the fixture target has 4 layers
     with Model(chosen.target_gguf, rpc=servers) as target, Model(chosen.drafter_gguf) as drafter:
