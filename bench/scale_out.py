@@ -231,6 +231,24 @@ def main() -> int:
                     else None,
                 }
             )
+    # The model on real links: this run's local step times plus the split's measured answers and
+    # bytes per step, over a LAN and a WAN (tokens/s of a k-step at acceptance 1 and of k=0).
+    links = {
+        "LAN 10 Gbit/s, 50 us": (50.0, 10.0),
+        "LAN 1 Gbit/s, 200 us": (200.0, 1.0),
+        "WAN 1 Gbit/s, 2 ms": (2000.0, 1.0),
+    }
+    table = []
+    for regime, data in regimes.items():
+        by = {(r["name"], r["k"]): r for r in data["rows"]}
+        for k in (0, args.k):
+            split, local = by[("split", k)], by[("local", k)]
+            tokens_per_step = local["tokens_per_s"] * local["ms_per_step"] / 1e3
+            for link, (rtt, gbps) in links.items():
+                wire = 8e3 * (split["bytes_sent_per_step"] + split["bytes_received_per_step"]) / (gbps * 1e9)
+                ms = local["ms_per_step"] + split["data_segs_in_per_step"] * rtt / 1e3 + wire
+                table.append({"regime": regime, "k": k, "link": link, "ms_per_step": ms,
+                              "tokens_per_s": 1e3 * tokens_per_step / ms})  # fmt: skip
     result = {
         "study": "scale-out",
         "command": shlex.join(["python", *sys.argv]),
@@ -247,6 +265,7 @@ def main() -> int:
         "loopback": {"rtt_us": rtt_us, "bandwidth_gbps": bandwidth},
         "regimes": regimes,
         "model_check": checks,
+        "model_table": table,
     }
     write_result(result, args.out)
     return 0
