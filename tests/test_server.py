@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from pyllama_mtp import Model, MtpSession, Sampling
+from pyllama_mtp.benchmark.loopback import rpc_servers
 from pyllama_mtp.benchmark.serve_load import conversations, expected_replies, run_load, running_server
 from pyllama_mtp.fixtures import Pair, PairConfig, build_pair
 
@@ -100,6 +101,18 @@ def test_completions_equal_session_complete(client: Any, local: MtpSession) -> N
     ids = local.target.tokenize(prompt)
     by_ids = client.completions.create(model=MODEL, prompt=ids, max_tokens=16, extra_body=FRESH)
     assert by_ids.choices[0].text == expected
+
+
+def test_a_target_split_over_rpc_serves_the_same_text(chat_pair: Pair, local: MtpSession) -> None:
+    prompt = "speculative decoding with a drafter"
+    local.reset()
+    expected = "".join(local.generate_text(prompt, 16))
+    with rpc_servers(2) as lent:
+        args = ["-m", str(chat_pair.target_gguf), "-md", str(chat_pair.drafter_gguf), "-c", str(N_CTX)]
+        with running_server([*args, "--alias", MODEL, "--rpc", ",".join(s.endpoint for s in lent)]) as base:
+            split = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
+            reply = split.completions.create(model=MODEL, prompt=prompt, max_tokens=16, extra_body=FRESH)
+    assert reply.choices[0].text == expected
 
 
 def test_stop_strings(client: Any, local: MtpSession) -> None:

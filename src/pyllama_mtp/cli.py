@@ -51,7 +51,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     n_draft = args.n_draft if args.drafter or args.self_draft else 0
     show_progress = not args.no_progress and sys.stderr.isatty()
     with (
-        Model(args.target, **_target_placement(args)) as target,
+        Model(args.target, n_gpu_layers=args.n_gpu_layers, **_target_placement(args)) as target,
         (Model(args.drafter, n_gpu_layers=args.n_gpu_layers) if args.drafter else _nothing()) as drafter,
         MtpSession(
             target, drafter, n_draft=n_draft, max_draft=args.max_draft, p_min=args.p_min, n_ctx=args.ctx_size,
@@ -91,7 +91,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     n_draft = args.n_draft if args.drafter else 0
     interactive = sys.stdin.isatty()
     with (
-        Model(args.target, **_target_placement(args)) as target,
+        Model(args.target, n_gpu_layers=args.n_gpu_layers, **_target_placement(args)) as target,
         (Model(args.drafter, n_gpu_layers=args.n_gpu_layers) if args.drafter else _nothing()) as drafter,
         MtpSession(
             target, drafter, n_draft=n_draft, max_draft=args.max_draft, n_ctx=args.ctx_size, n_threads=args.threads,
@@ -155,11 +155,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         n_draft=args.n_draft,
         max_draft=args.max_draft,
         n_gpu_layers=args.n_gpu_layers,
-        rpc=args.rpc,
-        devices=args.device,
-        split_mode=args.split_mode,
-        tensor_split=args.tensor_split,
-        main_device=args.main_gpu,
+        target_options=_target_placement(args),
         n_threads=args.threads,
         chat_template=_read_template(args.chat_template_file),
         sampling=Sampling(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed),
@@ -411,7 +407,6 @@ def _placement_args(p: argparse.ArgumentParser) -> None:
 
 def _target_placement(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "n_gpu_layers": args.n_gpu_layers,
         "rpc": args.rpc,
         "devices": args.device,
         "split_mode": args.split_mode,

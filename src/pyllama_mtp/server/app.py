@@ -14,9 +14,9 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,12 +46,9 @@ class ServerConfig:
     n_draft: int | Literal["auto"] = 3
     max_draft: int = 3  # with n_draft="auto"
     n_gpu_layers: int = -1
-    #: the target's placement past one device (``Model``'s options of the same names); the drafter stays local
-    rpc: tuple[str, ...] = ()
-    devices: tuple[str, ...] = ()
-    split_mode: Literal["none", "layer", "row"] = "layer"
-    tensor_split: tuple[float, ...] = ()
-    main_device: int = 0
+    #: more ``Model`` options for the target alone, e.g. its placement past one device (``rpc``,
+    #: ``devices``, ``split_mode``, ``tensor_split``, ``main_device``); the drafter stays local
+    target_options: Mapping[str, Any] = field(default_factory=dict)
     #: CPU threads per slot; 0 shares the machine's cores among the slots
     n_threads: int = 0
     chat_template: str | None = None
@@ -114,15 +111,7 @@ class _Server:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.target = Model(
-            config.target,
-            n_gpu_layers=config.n_gpu_layers,
-            rpc=config.rpc,
-            devices=config.devices,
-            split_mode=config.split_mode,
-            tensor_split=config.tensor_split,
-            main_device=config.main_device,
-        )
+        self.target = Model(config.target, n_gpu_layers=config.n_gpu_layers, **config.target_options)
         self.drafter = Model(config.drafter, n_gpu_layers=config.n_gpu_layers) if config.drafter else None
         n_draft = config.n_draft if self.drafter is not None else 0
         threads = _threads_per_slot(config)
