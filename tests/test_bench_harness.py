@@ -186,3 +186,16 @@ def test_gpu_mode_without_a_gpu_backend_says_so(capsys: Any) -> None:
         pytest.skip("this build has a GPU backend")
     assert cli_main(["bench", "--no-hf"]) == 1
     assert "no GPU backend" in capsys.readouterr().err
+
+
+def test_devices_place_every_row_of_ours() -> None:
+    # (the CPU as the one listed device: the code path a two-GPU run takes with CUDA1,CUDA0)
+    opts = benchmark.Options(
+        mode="cpu", regimes=("agree",), ks=(1,), hf=False, n_predict=8, devices=("CPU",), log=lambda _m: None
+    )
+    result = benchmark.run(opts)
+    benchmark.validate(result)
+    assert result["devices"] == ["CPU"]
+    names = {r["name"] for r in result["rows"]}
+    assert {"ours-baseline", "ours-draft-mtp-k1", "ours-draft-mtp-auto"} <= names
+    assert next(r for r in result["rows"] if r["name"] == "ours-draft-mtp-k1")["acceptance"] > 0.95

@@ -99,3 +99,28 @@ def test_gpu_rule_puts_the_drafter_on_the_gpu_while_the_target_stays_split(pair:
             MtpSession(target, None, n_draft=0, n_ctx=256, **EXACT) as alone,
         ):
             assert gpu_drafted.complete("the quick brown fox", 16) == alone.complete("the quick brown fox", 16)
+
+
+def _gpus() -> list[str]:
+    return [d.split(":")[0] for d in build_info().devices if d.startswith(("CUDA", "Metal", "Vulkan"))]
+
+
+@pytest.mark.skipif(len(_gpus()) < 2, reason="needs two GPUs (issue 24: ci/gpu_split_check.sh)")
+def test_a_target_split_across_two_gpus_gives_the_one_gpu_output(pair: Pair) -> None:
+    first, second = _gpus()[:2]
+    prompts = ["the quick brown fox", "once upon a time there"]
+    with (
+        Model(pair.target_gguf, devices=[first]) as target,
+        Model(pair.drafter_gguf, devices=[first]) as drafter,
+        MtpSession(target, drafter, n_ctx=256, **EXACT) as session,
+    ):
+        one_gpu = [session.complete(p, 32) for p in prompts]
+    # the first layers on the second GPU, the last ones (the KV the drafter reads) and the drafter on the first
+    with (
+        Model(pair.target_gguf, devices=[second, first]) as target,
+        Model(pair.drafter_gguf, devices=[first]) as drafter,
+        MtpSession(target, drafter, n_ctx=256, **EXACT) as session,
+    ):
+        buffers = {b for n, b in target.tensor_placement().items() if n.startswith("blk.")}
+        assert any(b.startswith(first) for b in buffers) and any(b.startswith(second) for b in buffers), buffers
+        assert [session.complete(p, 32) for p in prompts] == one_gpu

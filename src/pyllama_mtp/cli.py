@@ -371,6 +371,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         mixed_acceptance=args.mixed_acceptance,
         commit=args.commit,
         rpc=args.rpc,
+        devices=args.devices,
     )
     try:
         result = benchmark.run(opts)
@@ -573,6 +574,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--rpc", type=_csv(str), default=(), help="RPC servers host:port,...: also time the target split across them"
+    )
+    bench.add_argument(
+        "--devices",
+        type=_csv(str),
+        default=(),
+        help="split the target by layer across these local devices (CUDA1,CUDA0), the drafter on the last",
     )
     bench.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate")
     bench.add_argument("-n", "--n-predict", type=int, default=0, help="tokens per generation (128 GPU, 32 CPU)")

@@ -178,7 +178,15 @@ def _run_upstream(cmd: list[str], attempts: int = 3) -> str:
     return log  # _field says what is missing
 
 
-def upstream(run: Run, binary: str | Path, k: int, n_gpu_layers: int) -> dict[str, Any]:
+def _split_flags(devices: Sequence[str]) -> list[str]:
+    """llama.cpp's flags for the harness's ``devices``: the target split by layer across them, the
+    drafter on the last one."""
+    if not devices:
+        return []
+    return ["-dev", ",".join(devices), "-sm", "layer", "-devd", devices[-1]]
+
+
+def upstream(run: Run, binary: str | Path, k: int, n_gpu_layers: int, devices: Sequence[str] = ()) -> dict[str, Any]:
     """Upstream's own draft-MTP loop on the same files, sampling exactly as our session does
     (each pass over the prompts with the next seed, as our session's random stream runs on).
 
@@ -193,7 +201,7 @@ def upstream(run: Run, binary: str | Path, k: int, n_gpu_layers: int) -> dict[st
                 "--spec-type", "draft-mtp", "--spec-draft-n-max", str(k), "-n", str(run.n_predict), "-p", prompt,
                 "-c", str(N_CTX), "-ngl", str(n_gpu_layers), "-ngld", str(n_gpu_layers),
                 "--temp", str(run.temperature), "--top-k", "0", "--top-p", "1.0", "--min-p", "0",
-                "-s", str(run.seed + repeat),
+                "-s", str(run.seed + repeat), *_split_flags(devices),
             ]  # fmt: skip
             log = _run_upstream(cmd)
             decoded = _field(_DECODED, log, "decoded")
@@ -219,7 +227,7 @@ def upstream(run: Run, binary: str | Path, k: int, n_gpu_layers: int) -> dict[st
 
 
 def upstream_server(
-    run: Run, binary: str | Path, k: int, n_gpu_layers: int, *, backend_sampling: bool
+    run: Run, binary: str | Path, k: int, n_gpu_layers: int, *, backend_sampling: bool, devices: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Upstream's ``llama-server`` from the same tree: one slot, ``/completion`` per prompt, timed by
     the server itself (``timings.predicted_per_second``). ``backend_sampling`` adds ``-bs`` and
@@ -229,7 +237,7 @@ def upstream_server(
     port = free_port()
     cmd = [
         str(binary), "-m", str(run.pair.target_gguf), "-c", str(N_CTX), "-ngl", str(n_gpu_layers), "-np", "1",
-        "--host", "127.0.0.1", "--port", str(port), "--no-webui", "--no-warmup",
+        "--host", "127.0.0.1", "--port", str(port), "--no-webui", "--no-warmup", *_split_flags(devices),
     ]  # fmt: skip
     if k:
         cmd += ["-md", str(run.pair.drafter_gguf), "-ngld", str(n_gpu_layers)]

@@ -38,6 +38,10 @@ class Options:
     # RPC servers (host:port): also time the target split across them, its last layers local
     # (rows ours-rpc-*), and a drafter on the same servers (ours-rpc-remote-drafter-k{k})
     rpc: Sequence[str] = ()
+    # local devices the target is split across by layer, in layer order ("CUDA1", "CUDA0"); the
+    # drafter runs on the last one, beside the target's last layers (the KV it reads). Every row
+    # of ours and of llama-server runs so; empty: the default placement.
+    devices: Sequence[str] = ()
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -68,8 +72,10 @@ def slug(device: str) -> str:
 
 def _cell(opts: Options, run: contenders.Run, n_gpu_layers: int, hf_device: str | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with Model(run.pair.target_gguf, n_gpu_layers=n_gpu_layers) as target:
-        with Model(run.pair.drafter_gguf, n_gpu_layers=n_gpu_layers) as drafter:
+    split = list(opts.devices) or None  # (Model's split_mode is "layer")
+    beside = [opts.devices[-1]] if opts.devices else None
+    with Model(run.pair.target_gguf, n_gpu_layers=n_gpu_layers, devices=split) as target:
+        with Model(run.pair.drafter_gguf, n_gpu_layers=n_gpu_layers, devices=beside) as drafter:
             for k in (0, *opts.ks):
                 rows.append(contenders.ours(run, target, drafter, k))
                 opts.log(_line(rows[-1]))
@@ -85,14 +91,19 @@ def _cell(opts: Options, run: contenders.Run, n_gpu_layers: int, hf_device: str 
         rows += _rpc_rows(opts, run, n_gpu_layers)
     if opts.upstream is not None and not run.schedule:  # its loop cannot change sampling mid-generation
         for k in opts.ks:
-            rows.append(contenders.upstream(run, opts.upstream, k, n_gpu_layers))
+            rows.append(contenders.upstream(run, opts.upstream, k, n_gpu_layers, devices=opts.devices))
             opts.log(_line(rows[-1]))
     if opts.upstream_server is not None:
         for k in (0, *opts.ks):
             for backend_sampling in (False, True):
                 rows.append(
                     contenders.upstream_server(
-                        run, opts.upstream_server, k, n_gpu_layers, backend_sampling=backend_sampling
+                        run,
+                        opts.upstream_server,
+                        k,
+                        n_gpu_layers,
+                        backend_sampling=backend_sampling,
+                        devices=opts.devices,
                     )
                 )
                 opts.log(_line(rows[-1]))
@@ -187,6 +198,7 @@ def run(opts: Options) -> dict[str, Any]:
         "backends": list(info.backends),
         "date": datetime.date.today().isoformat(),
         "mode": opts.mode,
+        "devices": list(opts.devices),  # the target's layer split ([]: the default placement)
         "n_predict": n_predict,
         "prompts": list(contenders.PROMPTS),
         "shapes": {s: pairs.describe(s) for s in shape_names},
