@@ -92,6 +92,16 @@ def test_a_drafter_that_cannot_reach_the_shared_cache_is_refused(servers: list[s
             assert len(alone.complete(target.tokenize(PROMPTS[0]), 8)) == 8
 
 
+def test_split_mode_none_puts_the_whole_target_on_main_device(servers: list[str], pair: Pair) -> None:
+    for main_device, endpoint in ((0, servers[0]), (1, servers[1])):
+        with Model(pair.target_gguf, rpc=servers, split_mode="none", main_device=main_device) as target:
+            assert list(target.devices.values()) == [endpoint]
+            layers = {b for n, b in target.tensor_placement().items() if n.startswith("blk.")}
+            assert layers == {f"RPC0[{endpoint}]"}
+    with pytest.raises(TensorOverrideError, match="main_device 3"):
+        Model(pair.target_gguf, rpc=servers, split_mode="none", main_device=3)  # RPC0, RPC1, CPU: 0..2
+
+
 def test_a_server_that_is_not_there_fails_the_load(pair: Pair) -> None:
     start, port = time.monotonic(), free_port()  # nothing listens there
     with pytest.raises(RemoteDeviceError, match=f"cannot reach the RPC server at 127.0.0.1:{port}"):
