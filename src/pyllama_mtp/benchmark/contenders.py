@@ -165,9 +165,10 @@ def _field(pattern: re.Pattern[str], log: str, what: str) -> re.Match[str]:
     return m
 
 
-def _run_upstream(cmd: list[str], attempts: int = 3) -> str:
+def _run_upstream(cmd: list[str], attempts: int = 5) -> str:
     """Upstream's log; its stats lines come from an asynchronous logger that now and then loses
-    them at exit (seen on 2 CPU cores), so a run without them is repeated."""
+    them at exit (seen on 2 CPU cores; three runs in a row once, with the cores loaded by other
+    work), so a run without them is repeated."""
     for _ in range(attempts):
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         log = res.stdout + res.stderr
