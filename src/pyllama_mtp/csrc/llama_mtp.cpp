@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <regex>
 #include <string>
@@ -151,7 +152,7 @@ const rpc_api & rpc() {
 }
 
 bool is_rpc_device(ggml_backend_dev_t dev) {
-    return std::string(ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev))) == "RPC";
+    return std::strcmp(ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev)), "RPC") == 0;
 }
 
 // A lost server's answers are zeroed: a device that reports no memory is not there.
@@ -251,8 +252,7 @@ std::pair<int32_t, int32_t> layers_and_last_kv(const char * path) {
     if (n_layer <= 0) {
         return {-1, -1};
     }
-    const int64_t n_kv = shared > 0 && shared < n_layer ? n_layer - shared : n_layer;
-    return {static_cast<int32_t>(n_layer), static_cast<int32_t>(std::max<int64_t>(0, n_kv - 2))};
+    return {static_cast<int32_t>(n_layer), llama_mtp_internal::first_drafter_kv_layer(n_layer, shared)};
 }
 
 // The default split when layers go to RPC servers: the remote devices share the first layers
@@ -639,7 +639,10 @@ int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_
 
 }  // extern "C"
 
-std::string llama_mtp_internal::lost_rpc_server(const llama_model * model) {
+namespace {
+
+// The endpoint of the first of the model's RPC servers whose connection failed ("" if none).
+std::string lost_rpc_server(const llama_model * model) {
     if (model == nullptr || rpc().server_lost == nullptr) {
         return "";
     }
@@ -652,6 +655,8 @@ std::string llama_mtp_internal::lost_rpc_server(const llama_model * model) {
     }
     return "";
 }
+
+}  // namespace
 
 bool llama_mtp_internal::has_rpc_device(const llama_model * model) {
     for (int32_t i = 0; model != nullptr && i < llama_model_n_devices(model); ++i) {

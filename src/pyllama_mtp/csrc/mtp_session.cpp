@@ -64,6 +64,7 @@ struct llama_mtp_session {
     llama_model *            target  = nullptr;
     llama_model *            drafter = nullptr;  // the model of ctx_dft (the target itself for in-file heads)
     const llama_vocab *      vocab   = nullptr;
+    bool                     remote  = false;  // target or drafter has layers on an RPC server
 
     // (declared before ctx_tgt, so freed after it: the target context may hold it as its backend sampler)
     std::unique_ptr<llama_sampler, sampler_deleter>          smpl;
@@ -166,12 +167,10 @@ int32_t check_shared_kv_reachable(const llama_model * target, const llama_model 
     if (!llama_mtp_internal::has_rpc_device(target)) {
         return LLAMA_MTP_OK;
     }
-    int32_t           n_kv = llama_model_n_layer(target);
     const std::string shared =
         meta(target, (meta(target, "general.architecture") + ".attention.shared_kv_layers").c_str());
-    if (!shared.empty() && std::atoi(shared.c_str()) > 0) {
-        n_kv -= std::atoi(shared.c_str());
-    }
+    const int32_t            first = llama_mtp_internal::first_drafter_kv_layer(llama_model_n_layer(target),
+                                                                     shared.empty() ? 0 : std::atoi(shared.c_str()));
     std::vector<std::string> drafter_servers;
     for (int32_t i = 0; i < llama_model_n_devices(drafter); ++i) {
         drafter_servers.emplace_back(ggml_backend_dev_description(llama_model_get_device(drafter, i)));
@@ -179,7 +178,7 @@ int32_t check_shared_kv_reachable(const llama_model * target, const llama_model 
     const char * name   = nullptr;
     const char * buffer = nullptr;
     for (int32_t i = 0; llama_model_tensor_placement(target, i, &name, &buffer); ++i) {
-        for (const int32_t il : {n_kv - 1, n_kv - 2}) {
+        for (const int32_t il : {first, first + 1}) {
             if (std::string(name) != "blk." + std::to_string(il) + ".attn_norm.weight") {
                 continue;
             }
@@ -262,8 +261,12 @@ int32_t check_pair(llama_model * target, llama_model * drafter, const llama_mtp_
     return check_shared_kv_reachable(target, drafter);
 }
 
-// LLAMA_MTP_ERR_REMOTE when an RPC server of the target or the drafter was lost.
+// LLAMA_MTP_ERR_REMOTE when an RPC server of the target or the drafter was lost (no work for a
+// session without remote layers: it runs every step).
 int32_t check_remotes(const llama_mtp_session * s) {
+    if (!s->remote) {
+        return LLAMA_MTP_OK;
+    }
     const int32_t rc = llama_mtp_internal::check_remote(s->target);
     return rc != LLAMA_MTP_OK ? rc : llama_mtp_internal::check_remote(s->drafter);
 }
@@ -513,7 +516,7 @@ int32_t start(llama_mtp_session * s, const llama_token * prompt, int32_t n_promp
             return rc;
         }
     }
-    if (n_prompt > 1 && llama_mtp_internal::has_rpc_device(s->target)) {
+    if (n_prompt > 1 && s->remote) {
         llama_synchronize(s->ctx_tgt.get());
         const int32_t rc = check_remotes(s);
         if (rc != LLAMA_MTP_OK) {
@@ -775,6 +778,7 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
         s->target  = target;
         s->drafter = params.n_draft > 0 ? (drafter != nullptr ? drafter : target) : nullptr;
         s->vocab   = llama_model_get_vocab(target);
+        s->remote  = llama_mtp_internal::has_rpc_device(target) || llama_mtp_internal::has_rpc_device(s->drafter);
 
         llama_mtp_context_params tp = llama_mtp_context_default_params();
         tp.n_ctx                    = params.n_ctx;

@@ -57,8 +57,14 @@ inline int32_t default_threads(int32_t requested) {
     return n > 0 ? static_cast<int32_t>(n) : 4;
 }
 
-// The endpoint of the first of the model's RPC servers whose connection failed ("" if none).
-std::string lost_rpc_server(const llama_model * model);
+// The first of the target layers whose KV a gemma4_assistant drafter attends to: upstream's share
+// callback takes the last two layers (n_layer - 1, n_layer - 2), or, where the target's last
+// shared_kv_layers reuse earlier layers' KV, the last two layers that hold KV of their own.
+inline int32_t first_drafter_kv_layer(int64_t n_layer, int64_t shared_kv_layers) {
+    const int64_t n_kv = shared_kv_layers > 0 && shared_kv_layers < n_layer ? n_layer - shared_kv_layers : n_layer;
+    return static_cast<int32_t>(n_kv >= 2 ? n_kv - 2 : 0);
+}
+
 // Whether any of the model's devices is an RPC server's.
 bool has_rpc_device(const llama_model * model);
 // LLAMA_MTP_ERR_REMOTE with the last error set when one of the model's RPC servers was lost (its
