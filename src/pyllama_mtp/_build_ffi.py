@@ -53,7 +53,7 @@ const char * llama_mtp_quant_type_name(int32_t i);
 struct llama_mtp_context_params {
     uint32_t n_ctx; uint32_t n_batch; uint32_t n_ubatch; int32_t n_threads;
     bool embeddings; bool offload_kqv; struct llama_context * ctx_other; int32_t ctx_type; bool swa_full;
-    int32_t type_kv; int32_t flash_attn;
+    int32_t type_kv; int32_t flash_attn; bool exact;
 };
 struct llama_mtp_context_params llama_mtp_context_default_params(void);
 int32_t llama_mtp_context_create(struct llama_model * model, struct llama_mtp_context_params params,
@@ -74,7 +74,7 @@ struct llama_mtp_session_params {
     bool swa_full; bool offload_kqv; bool backend_sampling; bool fused_draft; int32_t pipeline; int32_t speculate_row;
     int32_t type_kv;
     int32_t flash_attn;
-    float temperature; int32_t top_k; float top_p; uint32_t seed; const char * trace_path;
+    float temperature; int32_t top_k; float top_p; uint32_t seed; bool exact; const char * trace_path;
 };
 struct llama_mtp_step_result {
     int32_t n_tokens; int32_t n_drafted; int32_t n_accepted; llama_token draft[16]; bool done;

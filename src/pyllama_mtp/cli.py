@@ -56,7 +56,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         MtpSession(
             target, drafter, n_draft=n_draft, max_draft=args.max_draft, p_min=args.p_min, n_ctx=args.ctx_size,
             n_threads=args.threads,
-            sampling=sampling, trace=args.trace, pipeline=args.pipeline,
+            sampling=sampling, trace=args.trace, pipeline=args.pipeline, exact=args.exact,
         ) as session,
     ):  # fmt: skip
         start = time.perf_counter()
@@ -372,6 +372,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         commit=args.commit,
         rpc=args.rpc,
         devices=args.devices,
+        exact=args.exact,
     )
     try:
         result = benchmark.run(opts)
@@ -454,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", type=int, default=0)
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("-s", "--seed", type=int, default=None)
+    gen.add_argument(
+        "--exact", action="store_true", help="verify rows bitwise as one-token decodes: drafting changes no token"
+    )
     _placement_args(gen)
     gen.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     gen.add_argument("--trace", help="write an NDJSON acceptance trace here (see trace-report)")
@@ -581,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=(),
         help="split the target by layer across these local devices (CUDA1,CUDA0), the drafter on the last",
     )
+    bench.add_argument("--exact", action="store_true", help="also time our rows with --exact (ours-exact-*)")
     bench.add_argument("--no-hf", action="store_true", help="skip Hugging Face generate")
     bench.add_argument("-n", "--n-predict", type=int, default=0, help="tokens per generation (128 GPU, 32 CPU)")
     bench.add_argument("--repeats", type=int, default=1, help="passes over the prompts per contender")

@@ -19,6 +19,8 @@ class Context(NativeResource):
 
     Logits returned by :meth:`logits` are copies: the native buffer is reused by
     the next decode, so a view would silently change under the caller.
+    ``exact=True`` computes each row of a decode of up to 32 tokens bitwise as a one-token
+    decode of it would (``ContextError`` where a backend cannot).
     """
 
     _kind = "context"
@@ -38,6 +40,7 @@ class Context(NativeResource):
         swa_full: bool = True,
         kv_cache_type: str = "f16",
         flash_attn: bool | None = None,
+        exact: bool = False,
     ) -> None:
         if n_ctx < 0 or n_batch <= 0:
             raise ContextError(f"n_ctx must be >= 0 and n_batch > 0 (got n_ctx={n_ctx}, n_batch={n_batch})")
@@ -54,6 +57,7 @@ class Context(NativeResource):
         params.swa_full = swa_full
         params.type_kv = _kv_type(kv_cache_type)
         params.flash_attn = -1 if flash_attn is None else int(flash_attn)
+        params.exact = exact
         out = ffi.new("struct llama_context **")
         check(lib.llama_mtp_context_create(model.ptr, params, out), f"{model.path}: ")
         self._ptr = out[0]

@@ -138,7 +138,9 @@ class MtpSession(NativeResource):
     that greedy draft-MTP output must equal token for token. ``n_draft="auto"`` lets each step
     verify the number of drafts, 0 to ``max_draft``, that the session's own measured times and
     running acceptance say pays best (0 skips the drafter); ``stats.steps_by_draft_length`` counts
-    the choices. A new prompt that repeats the
+    the choices. ``exact=True`` computes each verify row bitwise as a one-token decode of it
+    would, so greedy and seeded output at any ``n_draft`` equals ``n_draft=0`` exactly, not just up
+    to rounding at near-ties (``ContextError`` where a backend cannot). A new prompt that repeats the
     start of the previous prompt and its output reuses that part of the KV cache
     (``stats.n_prompt_reused``). ``backend_sampling=False`` samples the target's verify rows and
     picks draft tokens on the host from full logits rows, instead of in the models' graphs
@@ -183,6 +185,7 @@ class MtpSession(NativeResource):
         pipeline: Pipeline = "sync",
         speculate_row: int | None = None,
         chat_template: str | None = None,
+        exact: bool = False,
     ) -> None:
         auto = n_draft == "auto"
         longest = max_draft if auto else n_draft
@@ -218,6 +221,7 @@ class MtpSession(NativeResource):
         params.top_k = self.sampling.top_k
         params.top_p = self.sampling.top_p
         params.seed = _DEFAULT_SEED if self.sampling.seed is None else self.sampling.seed
+        params.exact = exact
         # NDJSON acceptance trace (None: $LLAMA_MTP_ACC_TRACE if set); see pyllama_mtp.trace
         trace_path = ffi.new("char[]", os.fsencode(trace)) if trace is not None else ffi.NULL
         params.trace_path = trace_path

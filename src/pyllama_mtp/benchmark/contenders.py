@@ -98,6 +98,7 @@ def ours(
     pipeline: Pipeline = "sync",
     auto: bool = False,
     prefix: str = "ours",
+    exact: bool = False,
 ) -> dict[str, Any]:
     """Our session: target alone at k = 0, draft-MTP with ``k`` draft tokens otherwise.
 
@@ -107,6 +108,7 @@ def ours(
     ``auto=True`` lets each step choose how many of at most ``k`` drafts to verify
     (``ours-draft-mtp-auto``). ``prefix`` names the row's contender and starts its name (the
     harness's ``--rpc`` rows are ``ours-rpc-...``, over a target split across RPC servers).
+    ``exact=True`` computes verify rows bitwise as one-token decodes (the ``--exact`` rows).
     """
     sampled = run.temperature > 0 and not run.schedule  # a drifting run sets each span's sampling
     sampling = Sampling(temperature=run.temperature, seed=run.seed) if sampled else Sampling()
@@ -122,6 +124,7 @@ def ours(
             trace=trace,
             fused_draft=fused,
             pipeline=pipeline,
+            exact=exact,
         ) as session:
             session.complete(PROMPTS[0], 8)  # warm-up: graph allocation, first touch of the weights
             ttft = statistics.median(_ttft_ours(session, p, run.n_predict) for p in PROMPTS)

@@ -42,6 +42,8 @@ class Options:
     # drafter runs on the last one, beside the target's last layers (the KV it reads). Every row
     # of ours and of llama-server runs so; empty: the default placement.
     devices: Sequence[str] = ()
+    # also time our rows with exact=True (ours-exact-*): verify rows bitwise one-token decodes
+    exact: bool = False
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
@@ -86,6 +88,9 @@ def _cell(opts: Options, run: contenders.Run, n_gpu_layers: int, hf_device: str 
             opts.log(_line(rows[-1]))
             rows.append(contenders.ours(run, target, drafter, max(opts.ks), auto=True))
             opts.log(_line(rows[-1]))
+            for k in (0, *opts.ks) if opts.exact else ():  # side by side with the rows above
+                rows.append(contenders.ours(run, target, drafter, k, exact=True, prefix="ours-exact"))
+                opts.log(_line(rows[-1]))
         prompts = [target.tokenize(p) for p in contenders.PROMPTS]
     if opts.rpc:
         rows += _rpc_rows(opts, run, n_gpu_layers)

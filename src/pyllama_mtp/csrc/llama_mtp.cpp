@@ -52,6 +52,14 @@ llama_context_params llama_mtp_internal::to_llama_params(const llama_mtp_context
     return cp;
 }
 
+bool llama_mtp_internal::set_exact(llama_context * ctx, bool exact) {
+    if (!exact || llama_set_batch_invariant(ctx, true)) {
+        return true;
+    }
+    set_error_with_log("exact: a backend of this context cannot compute verify rows as one-token decodes");
+    return false;
+}
+
 extern "C" {
 
 const char * llama_mtp_last_error(void) {
@@ -497,6 +505,7 @@ struct llama_mtp_context_params llama_mtp_context_default_params(void) {
     p.swa_full    = true;
     p.type_kv     = GGML_TYPE_F16;
     p.flash_attn  = LLAMA_FLASH_ATTN_TYPE_AUTO;
+    p.exact       = false;
     return p;
 }
 
@@ -512,6 +521,11 @@ int32_t llama_mtp_context_create(struct llama_model * model, struct llama_mtp_co
         *out                          = llama_init_from_model(model, cp);
         if (*out == nullptr) {
             set_error_with_log("failed to create context");
+            return LLAMA_MTP_ERR_CONTEXT;
+        }
+        if (!llama_mtp_internal::set_exact(*out, params.exact)) {
+            llama_free(*out);
+            *out = nullptr;
             return LLAMA_MTP_ERR_CONTEXT;
         }
         return LLAMA_MTP_OK;

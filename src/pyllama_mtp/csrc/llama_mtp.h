@@ -121,6 +121,9 @@ struct llama_mtp_context_params {
     bool                   swa_full;     // full-size sliding-window cache (default true, as llama.cpp)
     int32_t                type_kv;      // KV cache element type, an enum ggml_type (default GGML_TYPE_F16)
     int32_t                flash_attn;   // enum llama_flash_attn_type: -1 auto, 0 off, 1 on (default -1)
+    // each row of a batch of up to 32 tokens bitwise equal to a one-token decode of it
+    // (llama_set_batch_invariant); LLAMA_MTP_ERR_CONTEXT where a backend cannot (default false)
+    bool exact;
 };
 
 LLAMA_API struct llama_mtp_context_params llama_mtp_context_default_params(void);
@@ -207,6 +210,9 @@ struct llama_mtp_session_params {
     int32_t  top_k;        // <= 0 = off (default 0)
     float    top_p;        // >= 1 = off (default 1)
     uint32_t seed;         // sampling seed (default LLAMA_DEFAULT_SEED)
+    // verify rows bitwise equal to one-token decodes, so drafting cannot change the output
+    // (llama_set_batch_invariant); LLAMA_MTP_ERR_CONTEXT where a backend cannot (default false)
+    bool exact;
     // NDJSON acceptance trace, one line per drafted token (default NULL: the environment
     // variable LLAMA_MTP_ACC_TRACE, if set, else off). Written as the session runs.
     const char * trace_path;

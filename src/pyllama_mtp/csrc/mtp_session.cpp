@@ -757,6 +757,7 @@ struct llama_mtp_session_params llama_mtp_session_default_params(void) {
     p.top_k            = 0;
     p.top_p            = 1.0f;
     p.seed             = LLAMA_DEFAULT_SEED;
+    p.exact            = false;
     p.trace_path       = nullptr;
     return p;
 }
@@ -805,6 +806,9 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
         s->ctx_tgt.reset(llama_init_from_model(target, cp));
         if (!s->ctx_tgt) {
             set_error_with_log("failed to create the target context");
+            return LLAMA_MTP_ERR_CONTEXT;
+        }
+        if (!llama_mtp_internal::set_exact(s->ctx_tgt.get(), params.exact)) {
             return LLAMA_MTP_ERR_CONTEXT;
         }
         if (s->drafter != nullptr) {

@@ -75,6 +75,9 @@ int32_t check_remote(const llama_model * model);
 // llama.cpp's context parameters for ours (defined in llama_mtp.cpp; shared by contexts and sessions).
 llama_context_params to_llama_params(const llama_mtp_context_params & params);
 
+// Turns batch invariance on for ctx; false (last error set) where a backend of ctx cannot.
+bool set_exact(llama_context * ctx, bool exact);
+
 // Runs f, turning C++ exceptions into LLAMA_MTP_ERR_INTERNAL: nothing may cross the C boundary.
 template <typename F>
 int32_t guarded(const char * what, F && f) {
