@@ -1,6 +1,6 @@
 """Which rows of a small batch differ from one-token decodes, per weight type and kernel switch.
 
-    python bench/batch_invariance.py [--out FILE]
+    python bench/batch_invariance.py [--out FILE] [--commit C]
 
 For the fixture target (f32 as converted, f16, Q8_0, Q4_0), f16 KV with flash attention and f32
 KV without: decode a prompt, then 2, 4, 8 and 17 tokens in one batch, and the same tokens one at
@@ -69,9 +69,14 @@ def measure(weights: dict[str, str], exact: bool) -> list[dict[str, object]]:
     return rows
 
 
+def _git_commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--commit", help="our commit, where git cannot tell (a copied tree)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # one switch setting: weights as JSON on stdin, rows as JSON on stdout
@@ -93,7 +98,7 @@ def main() -> int:
         "command": " ".join(sys.argv),
         "machine": platform.node(),
         "backends": build_info().backends,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "commit": args.commit or _git_commit(),
         "switches": {},
     }
     for name, env in SWITCHES.items():
