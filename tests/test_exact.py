@@ -1,4 +1,4 @@
-"""``exact=True``: a verify batch computed bitwise as one-token decodes (patches 0018, 0019).
+"""``exact=True``: a verify batch computed bitwise as one-token decodes (patches 0018-0020).
 
 Without it a k+1-token verify batch takes other kernels (other reduction orders) than a
 one-token decode, so drafting can flip a greedy pick at a near-tie (issue 27). With it, every
@@ -20,16 +20,11 @@ from pyllama_mtp import Context, ContextError, Model, MtpSession, Sampling
 from pyllama_mtp.fixtures import Pair
 from pyllama_mtp.quantize import quantize
 
-from parity import ON_GPU
-
 N_PROMPTS = 64
 N_NEW = 256
 BATCHES = (2, 4, 5, 8, 17)  # verify sizes of k = 1, 3, 4, 7 and the longest draft, 16
 # llama.cpp's defaults (f16 KV, flash attention where supported) and the parity settings
 KV_SETTINGS = {"default": {}, "f32-no-fa": {"kv_cache_type": "f32", "flash_attn": False}}
-# The CUDA backend has no batch-invariant kernels yet (issue 27): a GPU build refuses exact=True,
-# which test_a_gpu_build_refuses_exact checks; the CPU tests run in CPU builds (CI).
-cpu_only = pytest.mark.skipif(ON_GPU, reason="CUDA refuses exact=True (no batch-invariant kernels yet)")
 
 
 @pytest.fixture(scope="module", params=["f32", "q8_0", "q4_0"])
@@ -68,7 +63,6 @@ def _probes(model: Model, n: int, seed: int = 0) -> Iterator[tuple[list[int], li
         yield prompt, [int(t) for t in rng.integers(3, model.n_vocab, max(BATCHES))]
 
 
-@cpu_only
 @pytest.mark.parametrize("kv", list(KV_SETTINGS))
 def test_verify_rows_are_bitwise_one_token_decodes(weights: Model, kv: str) -> None:
     with Context(weights, n_ctx=256, n_threads=2, exact=True, **KV_SETTINGS[kv]) as ctx:
@@ -105,7 +99,6 @@ def _outputs(
         return outputs
 
 
-@cpu_only
 @pytest.mark.parametrize("which", ["pair", "agreeing_pair"])
 @pytest.mark.parametrize("mode", ["greedy", "seeded"])
 def test_drafting_changes_nothing(request: pytest.FixtureRequest, which: str, mode: str) -> None:
@@ -133,9 +126,3 @@ def test_exact_needs_every_backend(pair: Pair) -> None:
             Context(target, n_ctx=256, exact=True)
         with MtpSession(target, None, n_draft=0, n_ctx=256) as session:  # the same model without it
             assert session.complete(target.tokenize("hello"), 4)
-
-
-@pytest.mark.skipif(not ON_GPU, reason="a CPU build computes exact=True (the tests above)")
-def test_a_gpu_build_refuses_exact(target: Model) -> None:
-    with pytest.raises(ContextError, match="exact"):
-        Context(target, n_ctx=256, exact=True)
