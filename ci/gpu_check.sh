@@ -110,7 +110,7 @@ fi
 left=$((budget - (SECONDS - t0)))
 # the GPU-specific files first, the slow child-process corpora and the 1000-cycle test last
 first="${GPU_CHECK_FIRST:-test_fused_draft.py test_long_vocab.py test_backend_sampling.py test_bench_harness.py test_routed_head.py
- test_placement.py test_context_shift.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py
+ test_exact.py test_placement.py test_context_shift.py test_session.py test_mtp_regressions.py test_prefix_reuse.py test_pairing.py
  test_model.py test_info.py test_trace.py test_cli.py test_patches.py test_vendor.py}"
 last="test_gguf_fuzz.py test_resources.py"
 # every other test file (but segmentation's, run above) goes between them

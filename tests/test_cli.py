@@ -28,6 +28,17 @@ def test_generate_without_drafter_is_target_only(pair: Pair, capsys: pytest.Capt
     assert "drafted / accepted      0 / 0" in err
 
 
+def test_generate_exact_prints_the_target_alones_text(
+    pair: Pair, target: Model, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["generate", "-m", str(pair.target_gguf), "-p", "the lazy dog", "-n", "48", "-c", "256", "--exact"]
+    assert main([*args, "-md", str(pair.drafter_gguf), "--n-draft", "3"]) == 0
+    drafted, err = capsys.readouterr()
+    assert main(args) == 0  # no drafter: the target alone
+    alone, _ = capsys.readouterr()
+    assert drafted == alone and "drafted / accepted      0 / 0" not in err
+
+
 def test_generate_with_a_wrong_drafter_fails_cleanly(pair: Pair, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["generate", "-m", str(pair.target_gguf), "-md", str(pair.target_gguf), "-p", "fox"])
     assert rc == 1

@@ -3,6 +3,7 @@
 #include "llama_mtp.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -53,7 +54,21 @@ llama_context_params llama_mtp_internal::to_llama_params(const llama_mtp_context
 }
 
 bool llama_mtp_internal::set_exact(llama_context * ctx, bool exact) {
-    if (!exact || llama_set_batch_invariant(ctx, true)) {
+    if (!exact) {
+        return true;
+    }
+    // expert products (MUL_MAT_ID) keep their batched kernels under batch invariance: refuse
+    // rather than promise what a mixture-of-experts target would not keep
+    const llama_model * model = llama_get_model(ctx);
+    char                arch[64];
+    char                experts[32];
+    if (llama_model_meta_val_str(model, "general.architecture", arch, sizeof(arch)) >= 0 &&
+        llama_model_meta_val_str(model, (std::string(arch) + ".expert_count").c_str(), experts, sizeof(experts)) >= 0 &&
+        std::atoi(experts) > 0) {
+        set_error("exact: a mixture-of-experts model's expert products are not computed batch-invariantly yet");
+        return false;
+    }
+    if (llama_set_batch_invariant(ctx, true)) {
         return true;
     }
     set_error_with_log("exact: a backend of this context cannot compute verify rows as one-token decodes");
