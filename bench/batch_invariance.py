@@ -35,6 +35,7 @@ KV = {"f16-fa": {"kv_cache_type": "f16", "flash_attn": True}, "f32-nofa": {"kv_c
 
 def measure(weights: dict[str, str], exact: bool) -> list[dict[str, object]]:
     from pyllama_mtp import Context, ContextError, Model
+    from pyllama_mtp.benchmark.invariance import compare_rows
 
     rows: list[dict[str, object]] = []
     rng = np.random.default_rng(0)
@@ -52,18 +53,9 @@ def measure(weights: dict[str, str], exact: bool) -> list[dict[str, object]]:
                         for _ in range(3):
                             prompt = [int(t) for t in rng.integers(3, model.n_vocab, 21)]
                             cont = [int(t) for t in rng.integers(3, model.n_vocab, n)]
-                            ctx.clear()
-                            ctx.decode(prompt)
-                            ctx.decode(cont, all_logits=True)
-                            batch = ctx.all_logits()
-                            ctx.truncate(len(prompt))
-                            one = []
-                            for token in cont:
-                                ctx.decode([token])
-                                one.append(ctx.logits())
-                            diff = np.abs(batch - np.stack(one))
-                            differing += int((diff > 0).any(axis=1).sum())
-                            worst = max(worst, float(diff.max()))
+                            cmp = compare_rows(ctx, prompt, cont)
+                            differing += cmp.rows_differing
+                            worst = max(worst, cmp.max_abs_diff)
                         rows.append({"weights": wtype, "kv": kv, "exact": exact, "n": n,
                                      "rows_differing": differing, "rows": 3 * n, "max_abs_diff": worst})  # fmt: skip
     return rows

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from pyllama_mtp import Context, ContextError, Model, MtpSession, Sampling
+from pyllama_mtp.benchmark.invariance import compare_rows
 from pyllama_mtp.fixtures import Pair
 from pyllama_mtp.quantize import quantize
 
@@ -41,21 +42,6 @@ def weights(request: pytest.FixtureRequest, pair: Pair, tmp_path_factory: pytest
         yield model
 
 
-def _rows_against_one_token_decodes(ctx: Context, prompt: list[int], cont: list[int]) -> tuple[int, float]:
-    """Rows of one batch decode of ``cont`` that differ from decoding it token by token, and the max |diff|."""
-    ctx.clear()
-    ctx.decode(prompt)
-    ctx.decode(cont, all_logits=True)
-    batch = ctx.all_logits()
-    ctx.truncate(len(prompt))
-    single = []
-    for token in cont:
-        ctx.decode([token])
-        single.append(ctx.logits())
-    one = np.stack(single)
-    return int((batch != one).any(axis=1).sum()), float(np.abs(batch - one).max())
-
-
 def _probes(model: Model, n: int, seed: int = 0) -> Iterator[tuple[list[int], list[int]]]:
     rng = np.random.default_rng(seed)
     for i in range(n):
@@ -68,8 +54,8 @@ def test_verify_rows_are_bitwise_one_token_decodes(weights: Model, kv: str) -> N
     with Context(weights, n_ctx=256, n_threads=2, exact=True, **KV_SETTINGS[kv]) as ctx:
         for prompt, cont in _probes(weights, 3):
             for n in BATCHES:
-                differing, worst = _rows_against_one_token_decodes(ctx, prompt, cont[:n])
-                assert differing == 0, f"{n}-token batch after {len(prompt)}: {differing} rows differ by up to {worst}"
+                cmp = compare_rows(ctx, prompt, cont[:n])
+                assert cmp.rows_differing == 0, f"{n}-token batch after {len(prompt)} tokens: {cmp}"
 
 
 def test_without_exact_rows_differ(target: Model) -> None:
@@ -77,7 +63,7 @@ def test_without_exact_rows_differ(target: Model) -> None:
     differing = 0
     with Context(target, n_ctx=256, n_threads=2) as ctx:
         for prompt, cont in _probes(target, 3):
-            differing += _rows_against_one_token_decodes(ctx, prompt, cont[:4])[0]
+            differing += compare_rows(ctx, prompt, cont[:4]).rows_differing
     assert differing > 0
 
 
