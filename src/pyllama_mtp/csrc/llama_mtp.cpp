@@ -3,8 +3,8 @@
 #include "llama_mtp.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <regex>
