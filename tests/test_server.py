@@ -141,6 +141,26 @@ def test_seeded_sampling_is_reproducible_and_matches_the_session(client: Any, lo
     assert expected != local.chat(messages, 24).text  # the temperature was honoured
 
 
+def test_serve_exact_replies_as_the_target_alone(chat_pair: Pair) -> None:
+    """`serve --exact`: greedy and seeded replies drafted at k=3 are the target alone's, token for token."""
+    messages = conversations(3)[2]
+    args = ["-m", str(chat_pair.target_gguf), "-md", str(chat_pair.drafter_gguf), "-c", "512", "--exact"]
+    with running_server([*args, "--alias", MODEL]) as base:
+        exact_client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
+        replies = [
+            exact_client.chat.completions.create(model=MODEL, messages=messages, max_tokens=32, extra_body=FRESH, **kw)
+            .choices[0]
+            .message.content
+            for kw in ({}, {"temperature": 1.0, "seed": 5})
+        ]
+    with Model(chat_pair.target_gguf) as target, MtpSession(target, None, n_draft=0, n_ctx=512, exact=True) as alone:
+        greedy = alone.chat(messages, 32).text
+        alone.reset()
+        alone.set_sampling(Sampling(temperature=1.0, seed=5))
+        sampled = alone.chat(messages, 32).text
+    assert replies == [greedy, sampled]
+
+
 def test_the_next_turn_reuses_the_kv(client: Any, local: MtpSession) -> None:
     messages: list[dict[str, str]] = [{"role": "user", "content": "the lazy dog and the quick fox"}]
     first = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8)

@@ -95,7 +95,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         (Model(args.drafter, n_gpu_layers=args.n_gpu_layers) if args.drafter else _nothing()) as drafter,
         MtpSession(
             target, drafter, n_draft=n_draft, max_draft=args.max_draft, n_ctx=args.ctx_size, n_threads=args.threads,
-            sampling=sampling, chat_template=template,
+            sampling=sampling, chat_template=template, exact=args.exact,
         ) as session,
     ):  # fmt: skip
         session.chat_template  # noqa: B018  (a model without a template fails here, before any input)
@@ -159,6 +159,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         n_threads=args.threads,
         chat_template=_read_template(args.chat_template_file),
         sampling=Sampling(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed),
+        exact=args.exact,
     )
     print(f"pyllama-mtp: serving {config.name} on http://{args.host}:{args.port} ({args.parallel} slots)",
           file=sys.stderr, flush=True)  # fmt: skip
@@ -430,6 +431,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("-s", "--seed", type=int, default=None)
     p.add_argument("--chat-template-file", help="a jinja chat template to use instead of the model's own")
+    p.add_argument(
+        "--exact", action="store_true", help="verify rows bitwise as one-token decodes: drafting changes no token"
+    )
     _placement_args(p)
 
 

@@ -54,6 +54,9 @@ class ServerConfig:
     chat_template: str | None = None
     #: sampling for requests that set none (OpenAI's own default temperature is 1; ours is greedy)
     sampling: Sampling = Sampling()
+    #: verify rows bitwise as one-token decodes (``MtpSession(exact=True)``): replies are the target
+    #: alone's, token for token, at any n_draft
+    exact: bool = False
 
     @property
     def name(self) -> str:
@@ -117,7 +120,7 @@ class _Server:
         threads = _threads_per_slot(config)
         slots = [
             Slot(i, MtpSession(self.target, self.drafter, n_draft=n_draft, max_draft=config.max_draft,
-                               n_ctx=config.n_ctx, n_threads=threads, sampling=config.sampling))
+                               n_ctx=config.n_ctx, n_threads=threads, sampling=config.sampling, exact=config.exact))
             for i in range(config.n_parallel)
         ]  # fmt: skip
         self.pool = SlotPool(slots)
