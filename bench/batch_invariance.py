@@ -5,8 +5,8 @@
 For the fixture target (f32 as converted, f16, Q8_0, Q4_0), f16 KV with flash attention and f32
 KV without: decode a prompt, then 2, 4, 8 and 17 tokens in one batch, and the same tokens one at
 a time; count the rows whose logits are not bitwise equal and the largest difference. Each
-ggml-cuda switch that changes a kernel choice (GGML_CUDA_DISABLE_MMVF_COLS, ..._FUSION,
-..._GRAPHS) runs in a child process, since ggml reads them once. ``exact=True`` rows where the
+ggml-cuda switch that changes a kernel choice (GGML_CUDA_DISABLE_MMVF_COLS, ..._FUSION) runs in a
+child process, since ggml reads them once. ``exact=True`` rows where the
 build supports it. Issue 27; the results name the kernels a batch-invariant CUDA mode must pin.
 """
 

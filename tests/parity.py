@@ -76,3 +76,13 @@ def own_margin(target: Any, tokens: list[int], n_ctx: int = 1024) -> float:
         ctx.decode(tokens)
         top = np.sort(ctx.logits())[-2:]
     return float(top[1] - top[0])
+
+
+def equal_tokens(target: Any, prompt: list[int], ours: list[int], base: list[int]) -> int:
+    """Tokens compared where our own runs must agree exactly (exact=True): any divergence fails,
+    naming this build's top-2 margin there. Returns the number of tokens compared."""
+    same = compare(ours, base, [])
+    if same.diverged_at is not None:
+        margin = own_margin(target, prompt + base[: same.diverged_at])
+        raise AssertionError(f"left the baseline at {same.diverged_at} (this build's top-2 margin there: {margin})")
+    return same.compared

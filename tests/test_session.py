@@ -10,7 +10,16 @@ from pyllama_mtp import Context, Model, MtpSession, Sampling
 from pyllama_mtp.benchmark.acceptance import Chain, simulate, transition_logits
 from pyllama_mtp.fixtures import Pair, hf_first_draft, hf_greedy_with_margins, hf_target
 
-from parity import EXACT, NEAR_TIE_HF, NEAR_TIE_SAME_BUILD, NMSE_PROMPT, NMSE_TRAJECTORY, compare, own_margin
+from parity import (
+    EXACT,
+    NEAR_TIE_HF,
+    NEAR_TIE_SAME_BUILD,
+    NMSE_PROMPT,
+    NMSE_TRAJECTORY,
+    compare,
+    equal_tokens,
+    own_margin,
+)
 
 N_NEW = 64
 PROMPTS = [
@@ -50,15 +59,6 @@ def baseline(target: Model) -> Iterator[MtpSession]:
         yield session
 
 
-def same_build_compared(target: Model, prompt: list[int], ours: list[int], base: list[int]) -> int:
-    """Tokens compared with the baseline: with exact=True every one must be equal, near-tie or not."""
-    same = compare(ours, base, [])
-    if same.diverged_at is not None:
-        margin = own_margin(target, prompt + base[: same.diverged_at])
-        raise AssertionError(f"left the baseline at {same.diverged_at} (this build's top-2 margin there: {margin})")
-    return same.compared
-
-
 def test_greedy_mtp_equals_baseline_and_hf(
     mtp: MtpSession, baseline: MtpSession, target: Model, pair: Pair, record_property: pytest.RecordProperty
 ) -> None:
@@ -74,7 +74,7 @@ def test_greedy_mtp_equals_baseline_and_hf(
             if loop.diverged_at is not None:
                 loop.margin = own_margin(target, prompt + base[: loop.diverged_at])
                 assert len(prompt) > 32 and loop.ok(NEAR_TIE_SAME_BUILD), (len(prompt), loop)
-        compared_build += same_build_compared(target, prompt, ours, base)
+        compared_build += equal_tokens(target, prompt, ours, base)
         total += len(base)
 
         ref, margins = hf_greedy_with_margins(pair, prompt, N_NEW)

@@ -60,11 +60,7 @@ bool llama_mtp_internal::set_exact(llama_context * ctx, bool exact) {
     // expert products (MUL_MAT_ID) keep their batched kernels under batch invariance: refuse
     // rather than promise what a mixture-of-experts target would not keep
     const llama_model * model = llama_get_model(ctx);
-    char                arch[64];
-    char                experts[32];
-    if (llama_model_meta_val_str(model, "general.architecture", arch, sizeof(arch)) >= 0 &&
-        llama_model_meta_val_str(model, (std::string(arch) + ".expert_count").c_str(), experts, sizeof(experts)) >= 0 &&
-        std::atoi(experts) > 0) {
+    if (std::atoi(model_meta(model, model_meta(model, "general.architecture") + ".expert_count").c_str()) > 0) {
         set_error("exact: a mixture-of-experts model's expert products are not computed batch-invariantly yet");
         return false;
     }

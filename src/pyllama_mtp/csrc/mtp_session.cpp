@@ -19,6 +19,7 @@
 #include "speculative.h"
 
 using llama_mtp_internal::guarded;
+using llama_mtp_internal::model_meta;
 using llama_mtp_internal::set_error;
 using llama_mtp_internal::set_error_with_log;
 
@@ -126,11 +127,6 @@ struct llama_mtp_session {
 
 namespace {
 
-std::string meta(const llama_model * model, const char * key) {
-    char buf[256];
-    return llama_model_meta_val_str(model, key, buf, sizeof(buf)) >= 0 ? std::string(buf) : std::string();
-}
-
 // The value of the first metadata key ending in ".requires_target_arch" ("" if none): drafters
 // name the target architecture they were trained against.
 std::string required_target_arch(const llama_model * drafter) {
@@ -168,7 +164,7 @@ int32_t check_shared_kv_reachable(const llama_model * target, const llama_model 
         return LLAMA_MTP_OK;
     }
     const std::string shared =
-        meta(target, (meta(target, "general.architecture") + ".attention.shared_kv_layers").c_str());
+        model_meta(target, model_meta(target, "general.architecture") + ".attention.shared_kv_layers");
     const int32_t            first = llama_mtp_internal::first_drafter_kv_layer(llama_model_n_layer(target),
                                                                      shared.empty() ? 0 : std::atoi(shared.c_str()));
     std::vector<std::string> drafter_servers;
@@ -206,7 +202,7 @@ int32_t check_pair(llama_model * target, llama_model * drafter, const llama_mtp_
         set_error("n_ctx must be >= 8 and n_batch >= 1");
         return LLAMA_MTP_ERR_INVALID_ARG;
     }
-    const std::string target_arch = meta(target, "general.architecture");
+    const std::string target_arch = model_meta(target, "general.architecture");
     if (target_arch == "gemma4-assistant") {
         set_error("a gemma4-assistant drafter was passed as the target: pass the Gemma 4 model it drafts for");
         return LLAMA_MTP_ERR_INVALID_ARG;
@@ -234,7 +230,7 @@ int32_t check_pair(llama_model * target, llama_model * drafter, const llama_mtp_
     }
     const std::string required = required_target_arch(drafter);
     if (!required.empty() && required != target_arch) {
-        set_error("the drafter (" + meta(drafter, "general.architecture") + ") requires a " + required +
+        set_error("the drafter (" + model_meta(drafter, "general.architecture") + ") requires a " + required +
                   " target, but the target is " + target_arch);
         return LLAMA_MTP_ERR_INVALID_ARG;
     }
@@ -839,7 +835,7 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
         // fused drafting needs greedy drafts (no p_min cut-off) from a drafter that reads the
         // target's KV: a gemma4-assistant
         s->fused = s->ctx_dft && params.fused_draft && params.p_min <= 0.0f &&
-                   meta(s->drafter, "general.architecture") == "gemma4-assistant" &&
+                   model_meta(s->drafter, "general.architecture") == "gemma4-assistant" &&
                    llama_get_ctx_other(s->ctx_dft.get()) == s->ctx_tgt.get();
         if (s->fused) {
             // Upstream's driver is not started for a fused session: it would attach a top-k

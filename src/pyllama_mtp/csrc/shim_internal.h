@@ -65,6 +65,12 @@ inline int32_t first_drafter_kv_layer(int64_t n_layer, int64_t shared_kv_layers)
     return static_cast<int32_t>(n_kv >= 2 ? n_kv - 2 : 0);
 }
 
+// A metadata value of the model as a string ("" when the key is absent).
+inline std::string model_meta(const llama_model * model, const std::string & key) {
+    char buf[256];
+    return llama_model_meta_val_str(model, key.c_str(), buf, sizeof(buf)) >= 0 ? std::string(buf) : std::string();
+}
+
 // Whether any of the model's devices is an RPC server's.
 bool has_rpc_device(const llama_model * model);
 // LLAMA_MTP_ERR_REMOTE with the last error set when one of the model's RPC servers was lost (its
