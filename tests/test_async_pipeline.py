@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 
 from pyllama_mtp import IncompatibleModelsError, Model, MtpSession, MtpStats, Sampling
-from pyllama_mtp.fixtures import Pair, PairConfig, build_pair
+from pyllama_mtp.fixtures import VARIANTS, Pair, PairConfig, build_pair
 
 from parity import ON_GPU
 
-PAIRS = {"random": PairConfig(), "agree": PairConfig(agree=True)}
+# the random and agreeing pairs, and the tiny targets with per-layer inputs and with experts
+PAIRS = {"random": PairConfig(), "agree": PairConfig(agree=True), **VARIANTS}
 WORDS = [
     "the",
     "quick",

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pyllama_mtp import Model, MtpSession
-from pyllama_mtp.fixtures import Pair, PairConfig, build_pair
+from pyllama_mtp.fixtures import VARIANTS, Pair, PairConfig, build_pair
 from pyllama_mtp.trace import read_trace
 
 from parity import EXACT
@@ -30,6 +30,7 @@ PAIRS = {
     "random": PairConfig(),
     "agree": PairConfig(agree=True),
     "routed": PairConfig(centroids=32, centroid_top_k=4),
+    **VARIANTS,  # per-layer inputs and shared-KV layers; experts
 }
 
 

@@ -69,3 +69,32 @@ def test_a_quantized_template_is_refused(tmp_path: Any) -> None:
     _, scaled = _pairs(False)
     with pytest.raises(ValueError, match="must be F32 or F16"):
         scale_gguf(scaled.target_gguf, tmp_path / "again.gguf", DIMS)
+
+
+# Experts (3-D tensors) and per-layer inputs too, as the 26B-A4B and E2B/E4B bench shapes have them:
+# 4 experts of 56 (gate and up together 112), per-layer inputs of 12 (36 over the 3 layers)
+PARTS = dict(TEMPLATE, experts=4, experts_used=2, expert_intermediate=56, per_layer_input=12)
+PARTS_DIMS = {**DIMS, 56: 128, 112: 256, 12: 64, 36: 192}
+
+
+@pytest.mark.parametrize("agree", [True, False], ids=["agree", "random"])
+def test_experts_and_per_layer_inputs_are_scaled(agree: bool) -> None:
+    template = build_pair(PairConfig(**PARTS, agree=agree))
+    scaled = scaled_pair(template, PARTS_DIMS)
+    old = {t.name: t for t in gguf_reader(template.target_gguf).tensors}
+    new = gguf_reader(scaled.target_gguf)
+    arch = str(new.fields["general.architecture"].contents())
+    assert new.fields[f"{arch}.expert_feed_forward_length"].contents() == 128
+    assert new.fields[f"{arch}.embedding_length_per_layer_input"].contents() == 64
+    for t in new.tensors:
+        assert [int(n) for n in t.shape] == [PARTS_DIMS.get(int(n), int(n)) for n in old[t.name].shape], t.name
+    experts = {t.name: t for t in new.tensors}["blk.0.ffn_down_exps.weight"]
+    assert experts.tensor_type.name == "Q4_0" and [int(n) for n in experts.shape] == [128, 256, 4]
+    with (
+        Model(scaled.target_gguf) as target,
+        Model(scaled.drafter_gguf) as drafter,
+        MtpSession(target, drafter, n_draft=3) as session,
+    ):
+        assert len(session.complete("the quick brown fox", 24)) == 24
+        acceptance = session.stats.acceptance_rate
+    assert acceptance > 0.95 if agree else acceptance < 0.5

@@ -58,6 +58,20 @@ class PairConfig:
     # Gemma 4's turn and channel tokens in the vocabulary and its chat template (the one the pinned
     # tree carries for Gemma 4) in the tokenizer, so the GGUFs chat as released models do.
     chat: bool = False
+    # The target's parts that only some Gemma 4 sizes have. E2B and E4B: per-layer input embeddings
+    # of this width, the last ``kv_shared_layers`` layers reusing earlier layers' KV, and (E2B)
+    # those layers' MLPs twice as wide. 26B-A4B and 31B: full-attention layers with their own
+    # KV-head count and keys that serve as values. 26B-A4B: a mixture-of-experts block of
+    # ``experts`` experts (``experts_used`` a token, each ``expert_intermediate`` wide; 0: half the
+    # width) beside the dense MLP.
+    per_layer_input: int = 0
+    kv_shared_layers: int = 0
+    double_wide_mlp: bool = False
+    global_kv_heads: int = 0  # 0: n_kv_heads
+    k_eq_v: bool = False
+    experts: int = 0
+    experts_used: int = 2
+    expert_intermediate: int = 0
 
     def key(self) -> str:
         fields = asdict(self)
@@ -81,6 +95,26 @@ _LATER_FIELDS = {
     "full_every": 0,
     "save_dtype": "float32",
     "chat": False,
+    "per_layer_input": 0,
+    "kv_shared_layers": 0,
+    "double_wide_mlp": False,
+    "global_kv_heads": 0,
+    "k_eq_v": False,
+    "experts": 0,
+    "experts_used": 2,
+    "expert_intermediate": 0,
+}
+
+
+# Tiny targets with the parts the default pair leaves out (each with a gemma4_assistant drafter).
+VARIANTS: dict[str, PairConfig] = {
+    # E2B / E4B: per-layer inputs, the last three layers reading earlier layers' KV, double-wide MLPs there
+    "per-layer": PairConfig(
+        target_layers=6, full_every=3, per_layer_input=64, kv_shared_layers=3, double_wide_mlp=True
+    ),
+    # 26B-A4B: 8 experts, 2 a token, beside the dense MLP; full-attention layers with one KV head whose
+    # keys serve as values
+    "moe": PairConfig(experts=8, experts_used=2, expert_intermediate=128, global_kv_heads=1, k_eq_v=True),
 }
 
 
@@ -163,8 +197,8 @@ def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
     tok = _tokenizer(max(cfg.centroids, 1), cfg.vocab_size, cfg.chat)
     vocab = len(tok)
 
-    def text_cfg(hidden: int, layers: int, full_every: int, intermediate: int) -> Gemma4TextConfig:
-        return Gemma4TextConfig(
+    def text_cfg(hidden: int, layers: int, full_every: int, intermediate: int, **extra: Any) -> Gemma4TextConfig:
+        args: dict[str, Any] = dict(
             vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
             num_hidden_layers=layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
             head_dim=cfg.head_dim, global_head_dim=cfg.global_head_dim, sliding_window=cfg.sliding_window,
@@ -173,16 +207,22 @@ def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
             pad_token_id=0, eos_token_id=1, bos_token_id=2, final_logit_softcapping=30.0,
             initializer_range=cfg.init_std,
         )  # fmt: skip
+        return Gemma4TextConfig(**{**args, **extra})
 
     target_ffn = cfg.intermediate or 2 * cfg.target_hidden
-    target_cfg = text_cfg(cfg.target_hidden, cfg.target_layers, cfg.full_every, target_ffn)
+    target_cfg = text_cfg(
+        cfg.target_hidden, cfg.target_layers, cfg.full_every, target_ffn, **_target_extras(cfg, vocab)
+    )
     routing = {}
     if cfg.centroids > 0:
         routing = dict(
             use_ordered_embeddings=True, num_centroids=cfg.centroids, centroid_intermediate_top_k=cfg.centroid_top_k
         )
+    # the drafter attends to the target's KV: it has the target's full-attention geometry (as the
+    # released assistants copy their target's attention settings)
+    attention = {key: value for key, value in _target_extras(cfg, vocab).items() if key in _ATTENTION_KEYS}
     acfg = Gemma4AssistantConfig(
-        text_config=text_cfg(cfg.drafter_hidden, cfg.drafter_layers, 0, 2 * cfg.drafter_hidden).to_dict(),
+        text_config=text_cfg(cfg.drafter_hidden, cfg.drafter_layers, 0, 2 * cfg.drafter_hidden, **attention).to_dict(),
         backbone_hidden_size=cfg.target_hidden,
         **routing,
     )
@@ -197,6 +237,7 @@ def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
         for layer in [*target.model.layers, *drafter.model.layers]:
             layer.post_attention_layernorm.weight.fill_(cfg.branch_gain)
             layer.post_feedforward_layernorm.weight.fill_(cfg.branch_gain)
+        _vary_target_extras(target, cfg)
         if cfg.agree:
             _force_agreement(target, drafter, cfg)
     dtype = getattr(torch, cfg.save_dtype)
@@ -204,6 +245,48 @@ def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
     tok.save_pretrained(root / "target-hf")
     drafter.to(dtype).save_pretrained(root / "drafter-hf")
     tok.save_pretrained(root / "drafter-hf")
+
+
+def _target_extras(cfg: PairConfig, vocab: int) -> dict[str, Any]:
+    """Gemma4TextConfig arguments for the target's optional parts (none at their defaults)."""
+    extra: dict[str, Any] = {}
+    if cfg.per_layer_input:
+        extra.update(hidden_size_per_layer_input=cfg.per_layer_input, vocab_size_per_layer_input=vocab)
+    if cfg.kv_shared_layers:
+        extra.update(num_kv_shared_layers=cfg.kv_shared_layers, use_double_wide_mlp=cfg.double_wide_mlp)
+    if cfg.global_kv_heads:
+        extra["num_global_key_value_heads"] = cfg.global_kv_heads
+    if cfg.k_eq_v:
+        extra["attention_k_eq_v"] = True
+    if cfg.experts:
+        extra.update(
+            enable_moe_block=True, num_experts=cfg.experts, top_k_experts=cfg.experts_used,
+            moe_intermediate_size=cfg.expert_intermediate or cfg.target_hidden // 2,
+        )  # fmt: skip
+    return extra
+
+
+_ATTENTION_KEYS = ("num_global_key_value_heads", "attention_k_eq_v")
+
+
+def _vary_target_extras(target, cfg: PairConfig) -> None:  # type: ignore[no-untyped-def]
+    """Give the optional parts' scales values other than HF's ones, so a converter or graph that
+    dropped one would change the output; and the per-layer branch the gain the others have."""
+    import torch
+
+    for layer in target.model.layers:
+        if cfg.per_layer_input:
+            layer.post_per_layer_input_norm.weight.fill_(cfg.branch_gain)
+        if cfg.experts:
+            # expert scores of std ~3 rather than init_std's ~0.1: unequal routing weights, so their
+            # normalisation and the per-expert scales show in the output
+            layer.router.proj.weight.normal_(0.0, 3.0)
+            layer.router.scale.uniform_(0.5, 1.5)
+            layer.router.per_expert_scale.uniform_(0.5, 1.5)
+            for norm in (layer.post_feedforward_layernorm_1, layer.post_feedforward_layernorm_2):
+                norm.weight.fill_(cfg.branch_gain)
+        if cfg.per_layer_input or cfg.experts:
+            layer.layer_scalar.copy_(torch.empty_like(layer.layer_scalar).uniform_(0.5, 1.5))
 
 
 def _force_agreement(target, drafter, cfg: PairConfig) -> None:  # type: ignore[no-untyped-def]
@@ -221,6 +304,10 @@ def _force_agreement(target, drafter, cfg: PairConfig) -> None:  # type: ignore[
     for layer in [*target.model.layers, *drafter.model.layers]:
         layer.self_attn.o_proj.weight.zero_()
         layer.mlp.down_proj.weight.zero_()
+        if getattr(layer, "enable_moe_block", False):
+            layer.experts.down_proj.zero_()
+        if getattr(layer, "hidden_size_per_layer_input", 0):
+            layer.per_layer_projection.weight.zero_()
     emb = target.model.embed_tokens.weight
     emb[:, d:] = 0
     target.model.norm.weight.fill_(1.0)
@@ -333,6 +420,35 @@ def hf_draft_logits(pair: Pair, prompt: list[int], n_draft: int) -> list[Any]:
             last = logits.argmax().view(1, 1)
             hidden = res.last_hidden_state
     return rows
+
+
+def hf_router_margins(pair: Pair, tokens: list[int]) -> list[float]:
+    """Per position, how clearly HF's routers chose their experts: over the mixture-of-experts
+    layers, the least gap between the last expert chosen and the first left out, in units of that
+    layer's score RMS over the sequence (inf for a target without experts). Where it is small,
+    float noise before the router can swap an expert and move the output by far more than rounding."""
+    import torch
+
+    hf = hf_target(pair)
+    scores: list[Any] = []
+    hooks = [
+        layer.router.proj.register_forward_hook(lambda _m, _i, out: scores.append(out.reshape(-1, out.shape[-1])))
+        for layer in hf.model.layers
+        if getattr(layer, "enable_moe_block", False)
+    ]
+    try:
+        with torch.no_grad():
+            hf(torch.tensor([tokens]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    margins = torch.full((len(tokens),), float("inf"))
+    k = hf.config.top_k_experts or 0
+    for layer_scores in scores:
+        top = torch.topk(layer_scores.float(), k + 1, dim=-1).values
+        rms = layer_scores.float().pow(2).mean().sqrt()
+        margins = torch.minimum(margins, (top[:, k - 1] - top[:, k]) / rms)
+    return [float(m) for m in margins]
 
 
 def hf_greedy_with_margins(pair: Pair, prompt: list[int], max_new_tokens: int) -> tuple[list[int], list[float]]:

@@ -8,8 +8,8 @@ converter writes. Tensor contents keep the template's structure, which is what t
 regimes rest on: zero tensors stay zero, constant ones (norms) keep their value, an identity
 stays an identity, a random block of leading columns stays random over the scaled columns (the
 agreeing pair's embedding; the same bytes in target and drafter), and the rest is random Q4_0
-(or F16 where a row is not a whole number of blocks). Every layer reuses its tensors' random
-bytes: the speed of a step does not depend on them.
+(or F16 where a row is not a whole number of blocks). Every layer, and every expert of a layer,
+reuses its tensors' random bytes: the speed of a step does not depend on them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ from ..convert import import_gguf
 
 _Q4_0_BLOCK = 32  # weights per block; a block is an f16 scale and 16 bytes of 4-bit values
 _Q4_0_BYTES = 18
-_SCALED_KEYS = (".embedding_length", ".embedding_length_out", ".feed_forward_length")
+_SCALED_KEYS = (
+    ".embedding_length",
+    ".embedding_length_out",
+    ".feed_forward_length",
+    ".expert_feed_forward_length",
+    ".embedding_length_per_layer_input",
+)
 
 
 def _leading_columns(data: np.ndarray) -> int:
@@ -60,6 +66,9 @@ class _Writer:
         gguf = import_gguf()
         shape = tuple(self.dims.get(int(n), int(n)) for n in data.shape)
         kind = re.sub(r"^blk\.\d+\.", "blk.", name)  # the same bytes in every layer
+        if data.ndim == 3:  # experts: every expert gets the first one's contents
+            out, kind_of = self.tensor(name, data[0])
+            return np.repeat(out[None], data.shape[0], axis=0), kind_of
         flat = data.astype(np.float32)
         if data.ndim == 1:
             if np.all(flat == flat.flat[0]):

@@ -48,7 +48,38 @@ SHAPES: dict[str, dict[str, Any]] = {
 # and vocabulary, and small distinct widths that ``benchmark.scaled`` scales to the real ones.
 # 31B dense: width 5376, 60 layers (every 6th global), MLP 21504, 32 heads of 256 (16 KV heads),
 # window 1024; a 1024-wide, 4-layer drafter. Q4_0, as people run it on one GPU (~17 GB).
+# E2B (real): E2B's geometry with its per-layer inputs (256 a layer, a 262144 x 8960 table), its 20
+# last layers reusing the KV of earlier ones and those layers' MLPs twice as wide (12288).
+# E4B: width 2560, 42 layers (every 6th global), MLP 10240, 8 heads (2 KV heads), per-layer inputs,
+# 18 shared-KV layers; a 256-wide, 4-layer drafter as E2B's.
+# 26B-A4B: width 2816, 30 layers (every 6th global), a dense MLP of 2112 beside 128 experts of 704
+# (8 a token), 16 heads (8 KV heads, 2 in the global layers, whose keys serve as values), window
+# 1024; a 1024-wide, 4-layer drafter.
 SCALED: dict[str, tuple[dict[str, Any], dict[int, int]]] = {
+    "e2b-ple": (
+        dict(
+            target_hidden=96, target_layers=35, intermediate=160, n_heads=8, n_kv_heads=1, head_dim=256,
+            global_head_dim=512, sliding_window=512, full_every=5, drafter_hidden=40, drafter_layers=4,
+            vocab_size=262144, per_layer_input=24, kv_shared_layers=20, double_wide_mlp=True,
+        ),
+        {96: 1536, 192: 3072, 160: 6144, 320: 12288, 40: 256, 80: 512, 24: 256, 24 * 35: 256 * 35},
+    ),
+    "e4b": (
+        dict(
+            target_hidden=96, target_layers=42, intermediate=160, n_heads=8, n_kv_heads=2, head_dim=256,
+            global_head_dim=512, sliding_window=512, full_every=6, drafter_hidden=40, drafter_layers=4,
+            vocab_size=262144, per_layer_input=24, kv_shared_layers=18,
+        ),
+        {96: 2560, 192: 5120, 160: 10240, 40: 256, 80: 512, 24: 256, 24 * 42: 256 * 42},
+    ),
+    "26b-a4b": (
+        dict(
+            target_hidden=96, target_layers=30, intermediate=160, n_heads=16, n_kv_heads=8, head_dim=256,
+            global_head_dim=512, sliding_window=1024, full_every=6, drafter_hidden=40, drafter_layers=4,
+            vocab_size=262144, experts=128, experts_used=8, expert_intermediate=56, global_kv_heads=2, k_eq_v=True,
+        ),
+        {96: 2816, 192: 5632, 160: 2112, 56: 704, 112: 1408, 40: 1024, 80: 2048},
+    ),
     "31b": (
         dict(
             target_hidden=96, target_layers=60, intermediate=160, n_heads=32, n_kv_heads=16, head_dim=256,
@@ -95,12 +126,14 @@ def describe(shape: str) -> dict[str, Any]:
     keep = (
         "target_hidden", "target_layers", "intermediate", "n_heads", "n_kv_heads", "head_dim", "global_head_dim",
         "sliding_window", "full_every", "drafter_hidden", "drafter_layers", "vocab_size", "outtype",
+        "per_layer_input", "kv_shared_layers", "double_wide_mlp", "global_kv_heads", "k_eq_v", "experts",
+        "experts_used", "expert_intermediate",
     )  # fmt: skip
     out = {key: cfg[key] for key in keep}
     if shape in SCALED:
         dims = SCALED[shape][1]
-        for key in ("target_hidden", "intermediate", "drafter_hidden"):
-            out[key] = dims[out[key]]
+        for key in ("target_hidden", "intermediate", "drafter_hidden", "per_layer_input", "expert_intermediate"):
+            out[key] = dims.get(out[key], out[key])
         out["outtype"] = "q4_0"
         out["built"] = "scaled from a converted tiny template (benchmark.scaled)"
     elif shape in QUANTIZED:
