@@ -206,6 +206,20 @@ def with_token_renamed(data: bytes, old: bytes, new: bytes) -> bytes:
     return data[: at + 8] + new + data[at + 8 + len(old) :]
 
 
+def with_f32_tensor_filled(data: bytes, name: str, value: float, alignment: int = 32) -> bytes:
+    """``data`` with every element of the f32 tensor ``name`` set to ``value``."""
+    lay = parse(data)
+    base = lay.data_start + (-lay.data_start) % alignment
+    i = tensor_names(data).index(name)
+    f = lay.tensor_fields[i]
+    assert _u32(data, f["type"]) == 0, f"{name} is not f32"
+    count = 1
+    for d in range(_u32(data, f["n_dims"])):
+        count *= _u64(data, f["dim0"] + 8 * d)
+    at = base + _u64(data, f["offset"])
+    return data[:at] + struct.pack(f"<{count}f", *([value] * count)) + data[at + 4 * count :]
+
+
 def tensor_names(data: bytes) -> list[str]:
     lay = parse(data)
     return [data[s + 8 : s + 8 + _u64(data, s)].decode() for s, _ in lay.tensor_spans]

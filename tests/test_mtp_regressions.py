@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
+from gguf_corpus import with_f32_tensor_filled
 
 from pyllama_mtp import (
     Context,
     ContextError,
     ContextOverflowError,
+    DecodeError,
     IncompatibleModelsError,
     InvalidTokenError,
     Model,
     MtpSession,
+    Sampling,
 )
-from pyllama_mtp.fixtures import PairConfig, build_pair
+from pyllama_mtp.fixtures import Pair, PairConfig, build_pair
 
 from parity import EXACT
 
@@ -115,3 +121,27 @@ def test_a_new_generation_ends_the_previous_iterator(target: Model, drafter: Mod
         session.complete("lazy dog", 4)
         with pytest.raises(RuntimeError, match="superseded"):
             next(first)
+
+
+@pytest.mark.parametrize("n_draft", [0, 3])
+@pytest.mark.parametrize(
+    "sampling", [Sampling(), Sampling(temperature=0.8, top_p=0.9, seed=1)], ids=["greedy", "sampled"]
+)
+def test_not_a_number_logits_raise(
+    pair: Pair, drafter: Model, tmp_path: Path, n_draft: int, sampling: Sampling
+) -> None:
+    """A target whose logits are NaN (weights or activations that overflow on a backend): the H200
+    aborted in the sampler's assert, the CPU's samplers returned a token all the same. Sampled on
+    the host, the session raises (patch 0022 and the shim's check of the chosen logit), and the
+    process goes on. (Rows sampled in the target's graph are not checked: no logits reach the host.)"""
+    broken = tmp_path / "nan-target.gguf"
+    broken.write_bytes(with_f32_tensor_filled(pair.target_gguf.read_bytes(), "output_norm.weight", float("nan")))
+    kwargs: dict[str, Any] = dict(n_draft=n_draft, n_ctx=256, sampling=sampling, backend_sampling=False, **EXACT)
+    with (
+        Model(broken) as target,
+        MtpSession(target, drafter, **kwargs) as session,
+        pytest.raises(DecodeError, match="not numbers"),
+    ):
+        session.complete("the quick brown fox", 8)
+    with Model(pair.target_gguf) as target, MtpSession(target, drafter, **kwargs) as session:
+        assert len(session.complete("the quick brown fox", 8)) == 8

@@ -8,8 +8,10 @@ converter writes. Tensor contents keep the template's structure, which is what t
 regimes rest on: zero tensors stay zero, constant ones (norms) keep their value, an identity
 stays an identity, a random block of leading columns stays random over the scaled columns (the
 agreeing pair's embedding; the same bytes in target and drafter), and the rest is random Q4_0
-(or F16 where a row is not a whole number of blocks). Every layer, and every expert of a layer,
-reuses its tensors' random bytes: the speed of a step does not depend on them.
+(or F16 where a row is not a whole number of blocks) with the template's standard deviation
+scaled by sqrt(template width / real width), so products keep the template's magnitudes. Every
+layer, and every expert of a layer, reuses its tensors' random bytes: the speed of a step does
+not depend on them.
 """
 
 from __future__ import annotations
@@ -83,7 +85,10 @@ class _Writer:
             return np.eye(rows, cols, dtype=np.float16), None
         lead = _leading_columns(flat)
         lead_new = self.dims.get(lead, lead) if lead < flat.shape[1] else cols
-        std = float(flat[:, :lead].std())
+        # products over the wider rows keep the template's scale (std / sqrt(width)); with the
+        # template's std at the real width, activations grew with it, and an E2B-shaped target with
+        # per-layer inputs gave NaN logits on CUDA (finite on the CPU) from its per-layer projection
+        std = float(flat[:, :lead].std()) * (lead / lead_new) ** 0.5
         key = (kind, rows, cols, lead_new)
         if key not in self.cache:
             if lead_new % _Q4_0_BLOCK == 0 and cols % _Q4_0_BLOCK == 0:

@@ -4,6 +4,7 @@
 // target's own sampler, so greedy output equals plain greedy decoding and sampled output follows
 // the target's distribution (the drafter only decides how many rows one target pass can emit).
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -40,6 +41,17 @@ struct file_closer {
 struct speculative_deleter {
     void operator()(common_speculative * s) const { common_speculative_free(s); }
 };
+
+// Whether the logit of the token sampled from row i is a number. A NaN row (weights or activations
+// that overflow on a backend) gives the host samplers a token to return all the same; a row the
+// target's graph sampled has no logits here and is not checked (there the sampler finds no token).
+bool finite_logit(llama_context * ctx, int32_t i, llama_token id) {
+    if (llama_get_sampled_token_ith(ctx, i) != LLAMA_TOKEN_NULL) {
+        return true;
+    }
+    const float * row = llama_get_logits_ith(ctx, i);
+    return row == nullptr || std::isfinite(row[id]);
+}
 
 llama_sampler * make_target_sampler(const llama_mtp_session_params & p) {
     llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
@@ -661,7 +673,13 @@ int32_t step(llama_mtp_session * s, llama_token * out, int32_t cap, llama_mtp_st
     int32_t n_emit = 0;
     for (int32_t i = 0; i <= n_draft; ++i) {
         const llama_token id = llama_sampler_sample(s->smpl.get(), s->ctx_tgt.get(), i);
-        out[n_emit++]        = id;
+        if (id == LLAMA_TOKEN_NULL || !finite_logit(s->ctx_tgt.get(), i, id)) {
+            set_error("no token could be sampled from the target's row " + std::to_string(i) +
+                      ": its logits are not numbers (NaN); the model's weights or activations overflow on this "
+                      "backend");
+            return LLAMA_MTP_ERR_DECODE;
+        }
+        out[n_emit++] = id;
         if (i == n_draft || id != s->draft[i] || llama_vocab_is_eog(s->vocab, id)) {
             break;
         }
