@@ -91,3 +91,21 @@ def equal_tokens(target: Any, prompt: list[int], ours: list[int], base: list[int
         margin = own_margin(target, prompt + base[: same.diverged_at])
         raise AssertionError(f"left the baseline at {same.diverged_at} (this build's top-2 margin there: {margin})")
     return same.compared
+
+
+def teacher_forced_logits(target: Any, pair: Any, prompt: list[int], n_new: int) -> tuple[Any, ...]:
+    """HF's greedy continuation of ``prompt`` (tokens and top-2 margins), and both sides' logits for
+    prompt + continuation in one batch: ``(seq, ours, ref, ref_tokens, margins)``, ours with EXACT."""
+    import torch
+
+    from pyllama_mtp import Context
+    from pyllama_mtp.fixtures import hf_greedy_with_margins, hf_target
+
+    ref_tokens, margins = hf_greedy_with_margins(pair, prompt, n_new)
+    seq = prompt + ref_tokens
+    with torch.no_grad():
+        ref = hf_target(pair)(torch.tensor([seq])).logits[0].numpy()
+    with Context(target, n_ctx=512, **EXACT, n_threads=2) as ctx:
+        ctx.decode(seq, all_logits=True)
+        ours = ctx.all_logits()
+    return seq, ours, ref, ref_tokens, margins

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pyllama_mtp import Context, ContextError, Model, MtpSession
+from pyllama_mtp import ContextError, Model, MtpSession
 from pyllama_mtp.fixtures import (
     VARIANTS,
     Pair,
@@ -23,7 +23,6 @@ from pyllama_mtp.fixtures import (
     hf_first_draft,
     hf_greedy_with_margins,
     hf_router_margins,
-    hf_target,
 )
 
 from parity import (
@@ -37,6 +36,7 @@ from parity import (
     compare,
     equal_tokens,
     own_margin,
+    teacher_forced_logits,
 )
 
 N_NEW = 48
@@ -120,20 +120,11 @@ def test_greedy_mtp_equals_the_target_alone_and_hf(
 
 
 def test_teacher_forced_logits_match_hf(variant: tuple[PairConfig, Pair], models: tuple[Model, Model]) -> None:
-    import torch
-
     _, pair = variant
     target, _ = models
-    hf = hf_target(pair)
     for text in PROMPTS[:4]:
         prompt = target.tokenize(text)
-        ref_tokens, margins = hf_greedy_with_margins(pair, prompt, N_NEW)
-        seq = prompt + ref_tokens
-        with torch.no_grad():
-            ref = hf(torch.tensor([seq])).logits[0].numpy()
-        with Context(target, n_ctx=512, **EXACT, n_threads=2) as ctx:
-            ctx.decode(seq, all_logits=True)
-            ours = ctx.all_logits()
+        seq, ours, ref, ref_tokens, margins = teacher_forced_logits(target, pair, prompt, N_NEW)
         nmse = ((ours - ref) ** 2).sum(axis=1) / (ref**2).sum(axis=1)
         # positions where HF's routers nearly tied are left out (none for a dense target)
         clear = np.array(hf_router_margins(pair, seq)) >= ROUTER_TIE

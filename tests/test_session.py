@@ -8,7 +8,7 @@ import pytest
 
 from pyllama_mtp import Context, Model, MtpSession, Sampling
 from pyllama_mtp.benchmark.acceptance import Chain, simulate, transition_logits
-from pyllama_mtp.fixtures import Pair, hf_first_draft, hf_greedy_with_margins, hf_target
+from pyllama_mtp.fixtures import Pair, hf_first_draft, hf_greedy_with_margins
 
 from parity import (
     EXACT,
@@ -19,6 +19,7 @@ from parity import (
     compare,
     equal_tokens,
     own_margin,
+    teacher_forced_logits,
 )
 
 N_NEW = 64
@@ -92,18 +93,9 @@ def test_greedy_mtp_equals_baseline_and_hf(
 
 
 def test_teacher_forced_logits_match_hf(target: Model, pair: Pair) -> None:
-    import torch
-
-    hf = hf_target(pair)
     for text in PROMPTS[:6]:
         prompt = target.tokenize(text)
-        ref_tokens, margins = hf_greedy_with_margins(pair, prompt, N_NEW)
-        seq = prompt + ref_tokens
-        with torch.no_grad():
-            ref = hf(torch.tensor([seq])).logits[0].numpy()
-        with Context(target, n_ctx=512, **EXACT, n_threads=2) as ctx:
-            ctx.decode(seq, all_logits=True)
-            ours = ctx.all_logits()
+        _, ours, ref, ref_tokens, margins = teacher_forced_logits(target, pair, prompt, N_NEW)
         nmse = ((ours - ref) ** 2).sum(axis=1) / (ref**2).sum(axis=1)
         assert nmse[: len(prompt)].max() < NMSE_PROMPT, (text, nmse[: len(prompt)].max())
         assert nmse.max() < NMSE_TRAJECTORY, (text, nmse.max())

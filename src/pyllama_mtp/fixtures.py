@@ -210,9 +210,8 @@ def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
         return Gemma4TextConfig(**{**args, **extra})
 
     target_ffn = cfg.intermediate or 2 * cfg.target_hidden
-    target_cfg = text_cfg(
-        cfg.target_hidden, cfg.target_layers, cfg.full_every, target_ffn, **_target_extras(cfg, vocab)
-    )
+    extras = _target_extras(cfg, vocab)
+    target_cfg = text_cfg(cfg.target_hidden, cfg.target_layers, cfg.full_every, target_ffn, **extras)
     routing = {}
     if cfg.centroids > 0:
         routing = dict(
@@ -220,7 +219,7 @@ def _build_hf(cfg: PairConfig, root: Path, device: str | None = None) -> None:
         )
     # the drafter attends to the target's KV: it has the target's full-attention geometry (as the
     # released assistants copy their target's attention settings)
-    attention = {key: value for key, value in _target_extras(cfg, vocab).items() if key in _ATTENTION_KEYS}
+    attention = {key: value for key, value in extras.items() if key in _ATTENTION_KEYS}
     acfg = Gemma4AssistantConfig(
         text_config=text_cfg(cfg.drafter_hidden, cfg.drafter_layers, 0, 2 * cfg.drafter_hidden, **attention).to_dict(),
         backbone_hidden_size=cfg.target_hidden,
