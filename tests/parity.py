@@ -109,3 +109,21 @@ def teacher_forced_logits(target: Any, pair: Any, prompt: list[int], n_new: int)
         ctx.decode(seq, all_logits=True)
         ours = ctx.all_logits()
     return seq, ours, ref, ref_tokens, margins
+
+
+def check_first_drafts(session: Any, target: Any, pair: Any, texts: list[str], n_new: int) -> int:
+    """Each prompt's first draft from ``session`` against HF's assistant on the same state, under
+    the near-tie rule (a divergence with a clear HF margin fails). Returns the tokens compared."""
+    from pyllama_mtp.fixtures import hf_first_draft
+
+    checked = 0
+    for text in texts:
+        prompt = target.tokenize(text)
+        if len(prompt) < 2:
+            continue
+        first = next(session.steps(prompt, n_new))
+        ref, margins = hf_first_draft(pair, prompt, session.n_draft)
+        cmp = compare(first.draft, ref, margins)
+        assert cmp.ok(NEAR_TIE_HF), f"{text!r}: draft {first.draft} vs HF {ref} (margins {margins})"
+        checked += cmp.compared
+    return checked

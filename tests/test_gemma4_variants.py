@@ -20,7 +20,6 @@ from pyllama_mtp.fixtures import (
     Pair,
     PairConfig,
     build_pair,
-    hf_first_draft,
     hf_greedy_with_margins,
     hf_router_margins,
 )
@@ -33,6 +32,7 @@ from parity import (
     NMSE_TRAJECTORY,
     ROUTER_TIE,
     Comparison,
+    check_first_drafts,
     compare,
     equal_tokens,
     own_margin,
@@ -140,18 +140,8 @@ def test_drafter_first_proposals_match_hf(variant: tuple[PairConfig, Pair], mode
     """The drafter reads the target's last own-KV layers (not its last layers, which reuse them)."""
     _, pair = variant
     target, drafter = models
-    checked = 0
     with MtpSession(target, drafter, n_draft=3, n_ctx=512, **EXACT, n_threads=2) as mtp:
-        for text in PROMPTS:
-            prompt = target.tokenize(text)
-            if len(prompt) < 2:
-                continue
-            first = next(mtp.steps(prompt, N_NEW))
-            ref, margins = hf_first_draft(pair, prompt, mtp.n_draft)
-            cmp = compare(first.draft, ref, margins)
-            assert cmp.ok(NEAR_TIE_HF), f"{text!r}: draft {first.draft} vs HF {ref} (margins {margins})"
-            checked += cmp.compared
-    assert checked >= 2 * len(PROMPTS)
+        assert check_first_drafts(mtp, target, pair, PROMPTS, N_NEW) >= 2 * len(PROMPTS)
 
 
 @pytest.mark.parametrize("n_draft", [1, 3])

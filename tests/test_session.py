@@ -8,7 +8,7 @@ import pytest
 
 from pyllama_mtp import Context, Model, MtpSession, Sampling
 from pyllama_mtp.benchmark.acceptance import Chain, simulate, transition_logits
-from pyllama_mtp.fixtures import Pair, hf_first_draft, hf_greedy_with_margins
+from pyllama_mtp.fixtures import Pair, hf_greedy_with_margins
 
 from parity import (
     EXACT,
@@ -16,6 +16,7 @@ from parity import (
     NEAR_TIE_SAME_BUILD,
     NMSE_PROMPT,
     NMSE_TRAJECTORY,
+    check_first_drafts,
     compare,
     equal_tokens,
     own_margin,
@@ -107,17 +108,7 @@ def test_teacher_forced_logits_match_hf(target: Model, pair: Pair) -> None:
 
 def test_drafter_first_proposal_matches_hf(mtp: MtpSession, target: Model, pair: Pair) -> None:
     """Proves the drafter graph, n_embd_out rows, shared embeddings, post-norm hidden and ctx_other."""
-    checked = 0
-    for text in PROMPTS:
-        prompt = target.tokenize(text)
-        if len(prompt) < 2:
-            continue
-        first = next(mtp.steps(prompt, N_NEW))
-        ref, margins = hf_first_draft(pair, prompt, mtp.n_draft)
-        cmp = compare(first.draft, ref, margins)
-        assert cmp.ok(NEAR_TIE_HF), f"{text!r}: draft {first.draft} vs HF {ref} (margins {margins})"
-        checked += cmp.compared
-    assert checked >= 2 * len(PROMPTS)
+    assert check_first_drafts(mtp, target, pair, PROMPTS, N_NEW) >= 2 * len(PROMPTS)
 
 
 def test_agreeing_pair_is_accepted(agreeing_pair: Pair) -> None:
