@@ -64,6 +64,18 @@ def test_bad_input_raises_and_writes_nothing(pair: Pair, tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.gguf"]
 
 
+def test_requantizing_is_refused_unless_allowed(pair: Pair, tmp_path: Path) -> None:
+    # the scaled bench shapes are written as Q4_0 and requantized to what people run
+    q8 = quantize(pair.drafter_gguf, tmp_path / "q8.gguf", quant_type="Q8_0", n_threads=1)
+    with pytest.raises(ModelLoadError, match="requantiz"):
+        quantize(q8, tmp_path / "q4.gguf", quant_type="Q4_0", n_threads=1)
+    assert not (tmp_path / "q4.gguf").exists()
+    q4 = quantize(q8, tmp_path / "q4.gguf", quant_type="Q4_0", n_threads=1, allow_requantize=True)
+    assert "Q4_0" in _types(q4).values()
+    with Model(q4) as drafter:
+        assert drafter.n_vocab > 0
+
+
 def test_cli_quantize(pair: Pair, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "t.gguf"
     assert main(["quantize", str(pair.target_gguf), str(out), "Q8_0", "-t", "2"]) == 0
@@ -71,3 +83,4 @@ def test_cli_quantize(pair: Pair, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["quantize", str(pair.target_gguf), str(tmp_path / "x.gguf"), "Q9"]) == 2
     assert "Q4_K_M" in capsys.readouterr().err
     assert main(["quantize", str(tmp_path / "none.gguf"), str(tmp_path / "x.gguf")]) == 1
+    assert main(["quantize", str(out), str(tmp_path / "y.gguf"), "Q4_0", "--allow-requantize"]) == 0

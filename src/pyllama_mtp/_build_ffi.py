@@ -48,7 +48,8 @@ const char * llama_mtp_model_devices(const struct llama_model * model);
 
 int32_t llama_mtp_model_tensor_placement(const struct llama_model * model, int32_t i, const char ** name,
                                          const char ** buffer);
-int32_t llama_mtp_model_quantize(const char * src, const char * dst, const char * type, int32_t n_threads);
+int32_t llama_mtp_model_quantize(const char * src, const char * dst, const char * type, int32_t n_threads,
+                                 bool allow_requantize);
 const char * llama_mtp_quant_type_name(int32_t i);
 struct llama_mtp_context_params {
     uint32_t n_ctx; uint32_t n_batch; uint32_t n_ubatch; int32_t n_threads;

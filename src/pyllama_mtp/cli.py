@@ -254,7 +254,13 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
     print(f"quantizing {args.model} to {args.type}...", file=sys.stderr)
     try:
-        out = quantize(args.model, args.out, quant_type=args.type, n_threads=args.threads)
+        out = quantize(
+            args.model,
+            args.out,
+            quant_type=args.type,
+            n_threads=args.threads,
+            allow_requantize=args.allow_requantize,
+        )
     except ValueError as exc:
         print(f"pyllama-mtp: error: {exc}", file=sys.stderr)
         return 2
@@ -528,12 +534,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Quantizes with the pinned llama.cpp. People run a Gemma 4 pair as a Q4_K_M target and a "
         "Q8_0 drafter.",
     )
-    quant.add_argument("model", help="the GGUF to read (f32, f16 or bf16)")
+    quant.add_argument("model", help="the GGUF to read (f32, f16 or bf16; quantized with --allow-requantize)")
     quant.add_argument("out", help="the GGUF to write")
     quant.add_argument(
         "type", nargs="?", default="Q4_K_M", help="llama-quantize's type name (default Q4_K_M); a wrong one lists them"
     )
     quant.add_argument("-t", "--threads", type=int, default=0, help="threads (default: every core)")
+    quant.add_argument(
+        "--allow-requantize", action="store_true", help="accept a model whose weights are already quantized"
+    )
     quant.set_defaults(func=_cmd_quantize)
     rep = sub.add_parser("trace-report", help="acceptance by draft position from an NDJSON trace")
     rep.add_argument("file")
@@ -568,7 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
         "acceptance regime in one run, and writes DATE-DEVICE-mtp-bench.json (+ .png) to --out-dir.",
     )
     bench.add_argument("--cpu", action="store_true", help="the harness check: tiny shapes on the CPU, in a minute")
-    bench.add_argument("--shape", action="append", help="e2b (GPU default), tiny (CPU default); repeatable")
+    bench.add_argument(
+        "--shape",
+        action="append",
+        help="e2b (GPU default), tiny (CPU default), e2b-q4, e2b-ple, e4b, 26b-a4b, 31b (and each -q4); repeatable",
+    )
     bench.add_argument(
         "--regime", action="append", choices=["agree", "random", "mixed", "drifting"], help="default: all four"
     )

@@ -24,11 +24,14 @@ def quantize(
     *,
     quant_type: str = "Q4_K_M",
     n_threads: int = 0,
+    allow_requantize: bool = False,
 ) -> Path:
     """Write ``source``'s weights as ``quant_type`` to ``dest`` and return ``dest``.
 
     Norms and other 1-d tensors stay in full precision, as llama-quantize keeps them. ``dest``
-    appears only once it is whole. ``n_threads <= 0`` uses every core.
+    appears only once it is whole. ``n_threads <= 0`` uses every core. A ``source`` already
+    quantized is refused unless ``allow_requantize`` (as llama-quantize's ``--allow-requantize``:
+    each step loses precision).
 
     Raises ``ValueError`` for an unknown type, :class:`~pyllama_mtp.errors.ModelLoadError` when
     ``source`` is not a model llama.cpp can read, and
@@ -39,5 +42,9 @@ def quantize(
         raise ValueError(f"quant_type must be one of {', '.join(known)}, got {quant_type!r}")
     src, out = Path(source), Path(dest)
     check_gguf_file(src)
-    check(lib.llama_mtp_model_quantize(str(src).encode(), str(out).encode(), quant_type.encode(), n_threads))
+    check(
+        lib.llama_mtp_model_quantize(
+            str(src).encode(), str(out).encode(), quant_type.encode(), n_threads, allow_requantize
+        )
+    )
     return out

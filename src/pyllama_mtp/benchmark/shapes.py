@@ -90,8 +90,13 @@ SCALED: dict[str, tuple[dict[str, Any], dict[int, int]]] = {
     ),
 }  # fmt: skip
 
-# name: (the shape it quantizes, the target's type, the drafter's type)
-QUANTIZED: dict[str, tuple[str, str, str]] = {"e2b-q4": ("e2b", "Q4_K_M", "Q8_0")}
+# name: (the shape it quantizes, the target's type, the drafter's type). A scaled shape is written
+# in Q4_0 (f16 would not fit a 64 GB disk for 26B and 31B) and requantized: its weights are random,
+# so only the types and the bytes moved matter.
+QUANTIZED: dict[str, tuple[str, str, str]] = {
+    "e2b-q4": ("e2b", "Q4_K_M", "Q8_0"),
+    **{f"{shape}-q4": (shape, "Q4_K_M", "Q8_0") for shape in SCALED},
+}
 
 REGIMES = ("agree", "random", "mixed", "drifting")
 DRIFT_LOW = 0.05  # the drifting regime's acceptance in its sampled spans
@@ -130,16 +135,17 @@ def describe(shape: str) -> dict[str, Any]:
         "experts_used", "expert_intermediate",
     )  # fmt: skip
     out = {key: cfg[key] for key in keep}
-    if shape in SCALED:
+    if shape in QUANTIZED:
+        source, target_type, drafter_type = QUANTIZED[shape]
+        out = describe(source)
+        out["outtype"] = f"{target_type.lower()} target, {drafter_type.lower()} drafter"
+        out["built"] = f"the {source} pair, quantized by the pinned tree (pyllama_mtp.quantize)"
+    elif shape in SCALED:
         dims = SCALED[shape][1]
         for key in ("target_hidden", "intermediate", "drafter_hidden", "per_layer_input", "expert_intermediate"):
             out[key] = dims.get(out[key], out[key])
         out["outtype"] = "q4_0"
         out["built"] = "scaled from a converted tiny template (benchmark.scaled)"
-    elif shape in QUANTIZED:
-        source, target_type, drafter_type = QUANTIZED[shape]
-        out["outtype"] = f"{target_type.lower()} target, {drafter_type.lower()} drafter"
-        out["built"] = f"the {source} pair, quantized by the pinned tree (pyllama_mtp.quantize)"
     else:
         out["built"] = "Hugging Face, converted by the pinned tree"
     return out
@@ -167,8 +173,9 @@ def quantized_pair(source: Pair, target_type: str, drafter_type: str) -> Pair:
     pair = Pair(root, source.target_hf, source.drafter_hf, root / "target.gguf", root / "drafter.gguf")
     if not (root / "done").is_file():
         root.mkdir(parents=True, exist_ok=True)
-        quantize(source.target_gguf, pair.target_gguf, quant_type=target_type)
-        quantize(source.drafter_gguf, pair.drafter_gguf, quant_type=drafter_type)
+        # (a scaled source is Q4_0 already)
+        quantize(source.target_gguf, pair.target_gguf, quant_type=target_type, allow_requantize=True)
+        quantize(source.drafter_gguf, pair.drafter_gguf, quant_type=drafter_type, allow_requantize=True)
         (root / "done").write_text("ok")
     return pair
 
@@ -177,9 +184,9 @@ def build(shape: str, regime: str, device: str | None) -> Pair:
     """The GGUF (and HF) pair a regime runs on, built once and cached by shape."""
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}; known: {', '.join(REGIMES)}")
-    pair = build_pair(shape_config(shape, agree=regime != "random"), device=device)
     if shape in QUANTIZED:
-        return quantized_pair(pair, *QUANTIZED[shape][1:])
+        return quantized_pair(build(QUANTIZED[shape][0], regime, device), *QUANTIZED[shape][1:])
+    pair = build_pair(shape_config(shape, agree=regime != "random"), device=device)
     return scaled_pair(pair, SCALED[shape][1]) if shape in SCALED else pair
 
 

@@ -460,7 +460,8 @@ const char * llama_mtp_quant_type_name(int32_t i) {
     return i >= 0 && i < n ? k_quant_types[i].name : nullptr;
 }
 
-int32_t llama_mtp_model_quantize(const char * src, const char * dst, const char * type, int32_t n_threads) {
+int32_t llama_mtp_model_quantize(const char * src, const char * dst, const char * type, int32_t n_threads,
+                                 bool allow_requantize) {
     if (src == nullptr || dst == nullptr || type == nullptr) {
         set_error("src, dst and type must not be NULL");
         return LLAMA_MTP_ERR_INVALID_ARG;
@@ -483,6 +484,7 @@ int32_t llama_mtp_model_quantize(const char * src, const char * dst, const char 
         llama_model_quantize_params qp   = llama_model_quantize_default_params();
         qp.nthread                       = n_threads;
         qp.ftype                         = chosen->ftype;
+        qp.allow_requantize              = allow_requantize;
         if (FILE * probe = std::fopen(part.c_str(), "wb")) {  // a bad dst is an I/O error, not a bad model
             std::fclose(probe);
         } else {

@@ -102,9 +102,12 @@ LLAMA_API int32_t llama_mtp_model_tensor_placement(const struct llama_model * mo
 
 // Write src's weights quantized as `type` ("Q4_K_M", "Q8_0", ...: llama-quantize's names, see
 // llama_mtp_quant_type_name) to dst, with n_threads threads (<= 0: all). dst appears only when
-// the whole model is written. LLAMA_MTP_ERR_INVALID_ARG for an unknown type, LLAMA_MTP_ERR_LOAD
-// when src cannot be read or quantized, LLAMA_MTP_ERR_IO when dst cannot be written.
-LLAMA_API int32_t llama_mtp_model_quantize(const char * src, const char * dst, const char * type, int32_t n_threads);
+// the whole model is written. A src whose weights are already quantized is refused unless
+// allow_requantize (as llama-quantize's --allow-requantize: each step loses precision).
+// LLAMA_MTP_ERR_INVALID_ARG for an unknown type, LLAMA_MTP_ERR_LOAD when src cannot be read or
+// quantized, LLAMA_MTP_ERR_IO when dst cannot be written.
+LLAMA_API int32_t llama_mtp_model_quantize(const char * src, const char * dst, const char * type, int32_t n_threads,
+                                           bool allow_requantize);
 
 // The i-th quantization type name llama_mtp_model_quantize accepts; NULL past the last.
 LLAMA_API const char * llama_mtp_quant_type_name(int32_t i);
