@@ -44,13 +44,17 @@ def _leading_columns(data: np.ndarray) -> int:
 
 
 def _random_q4_0(rows: int, cols: int, std: float, seed: int) -> np.ndarray:
-    """Q4_0 rows of uniform 4-bit values whose weights have standard deviation ``std``."""
+    """Q4_0 rows of zero-mean random weights with standard deviation ``std``."""
     n_blocks = cols // _Q4_0_BLOCK
     rng = np.random.default_rng(seed)
     blocks = np.empty((rows, n_blocks, _Q4_0_BYTES), dtype=np.uint8)
-    # 4-bit q is uniform on 0..15, a weight is d (q - 8): standard deviation ~4.61 d
-    blocks[:, :, :2] = np.frombuffer(np.float16(std / 4.61).tobytes(), dtype=np.uint8)
-    blocks[:, :, 2:] = rng.integers(0, 256, size=(rows, n_blocks, 16), dtype=np.uint8)
+    # a weight is d (q - 8); q uniform on 1..15 (std 4.32 d), not on every 4-bit value: that mean of
+    # -d/2 (a tenth of the std) adds up coherently over a row, grew with the width, and overflowed
+    # the f16 block sums CUDA's quantized activations keep (NaN logits from the E2B-shaped per-layer
+    # projection; the CPU's Q4_0 dot product keeps no sums, and the same weights as Q4_1 failed there)
+    blocks[:, :, :2] = np.frombuffer(np.float16(std / 4.32).tobytes(), dtype=np.uint8)
+    nibbles = rng.integers(1, 16, size=(rows, n_blocks, 16, 2), dtype=np.uint8)
+    blocks[:, :, 2:] = nibbles[..., 0] | (nibbles[..., 1] << 4)
     return blocks.reshape(rows, n_blocks * _Q4_0_BYTES)
 
 
