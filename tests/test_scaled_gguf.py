@@ -98,3 +98,19 @@ def test_experts_and_per_layer_inputs_are_scaled(agree: bool) -> None:
         assert len(session.complete("the quick brown fox", 24)) == 24
         acceptance = session.stats.acceptance_rate
     assert acceptance > 0.95 if agree else acceptance < 0.5
+
+
+def test_random_weights_are_zero_mean_at_the_asked_std() -> None:
+    # a per-weight bias adds up over a row: it made the E2B-shaped random pair's activations
+    # overflow the f16 block sums of CUDA's quantized products (NaN logits)
+    from pyllama_mtp.benchmark.scaled import _random_q4_0
+    from pyllama_mtp.convert import import_gguf
+
+    gguf = import_gguf()
+    blocks = _random_q4_0(256, 1536, 0.02, seed=1)
+    weights = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q4_0)
+    assert weights.shape == (256, 1536)
+    assert abs(float(weights.mean())) < 0.01 * 0.02
+    assert float(weights.std()) == pytest.approx(0.02, rel=0.02)
+    # a row's sum grows as sqrt(width), as it does for zero-mean weights, not as the width
+    assert float(np.abs(weights.sum(axis=1)).mean()) < 0.02 * 1536**0.5 * 1.5
