@@ -28,3 +28,13 @@ def test_cli_info_prints_commit_backends_and_patches() -> None:
     assert res.returncode == 0, res.stderr
     for label in ("llama.cpp commit:", "backends:", "patches applied:", "devices:"):
         assert label in res.stdout
+
+
+def test_each_shared_library_is_installed_once() -> None:
+    # a wheel holds no symlinks: a versioned library (libllama.so.0 -> libllama.so.0.5.0) is two files
+    lib = resources.files("pyllama_mtp").joinpath("lib")
+    names = sorted(p.name for p in lib.iterdir() if ".so" in p.name or p.name.endswith(".dylib"))
+    assert names, "no shared libraries under pyllama_mtp/lib"
+    stems = [name.split(".")[0] for name in names]
+    assert len(stems) == len(set(stems)), names
+    assert {"libllama", "libggml", "libggml-base", "libllama_mtp"} <= set(stems), names
