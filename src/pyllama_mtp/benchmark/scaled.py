@@ -89,9 +89,8 @@ class _Writer:
             return np.eye(rows, cols, dtype=np.float16), None
         lead = _leading_columns(flat)
         lead_new = self.dims.get(lead, lead) if lead < flat.shape[1] else cols
-        # products over the wider rows keep the template's scale (std / sqrt(width)); with the
-        # template's std at the real width, activations grew with it, and an E2B-shaped target with
-        # per-layer inputs gave NaN logits on CUDA (finite on the CPU) from its per-layer projection
+        # products over the wider rows keep the template's scale (std / sqrt(width)): with the
+        # template's std at the real width, every product would grow as sqrt(width / template's)
         std = float(flat[:, :lead].std()) * (lead / lead_new) ** 0.5
         key = (kind, rows, cols, lead_new)
         if key not in self.cache:

@@ -127,6 +127,12 @@ def has_hf(shape: str) -> bool:
 
 def describe(shape: str) -> dict[str, Any]:
     """The shape's geometry, for the result file."""
+    if shape in QUANTIZED:  # its source's geometry, in other types
+        source, target_type, drafter_type = QUANTIZED[shape]
+        out = describe(source)
+        out["outtype"] = f"{target_type.lower()} target, {drafter_type.lower()} drafter"
+        out["built"] = f"the {source} pair, quantized by the pinned tree (pyllama_mtp.quantize)"
+        return out
     cfg = asdict(shape_config(shape, agree=False))
     keep = (
         "target_hidden", "target_layers", "intermediate", "n_heads", "n_kv_heads", "head_dim", "global_head_dim",
@@ -135,12 +141,7 @@ def describe(shape: str) -> dict[str, Any]:
         "experts_used", "expert_intermediate",
     )  # fmt: skip
     out = {key: cfg[key] for key in keep}
-    if shape in QUANTIZED:
-        source, target_type, drafter_type = QUANTIZED[shape]
-        out = describe(source)
-        out["outtype"] = f"{target_type.lower()} target, {drafter_type.lower()} drafter"
-        out["built"] = f"the {source} pair, quantized by the pinned tree (pyllama_mtp.quantize)"
-    elif shape in SCALED:
+    if shape in SCALED:
         dims = SCALED[shape][1]
         for key in ("target_hidden", "intermediate", "drafter_hidden", "per_layer_input", "expert_intermediate"):
             out[key] = dims.get(out[key], out[key])
