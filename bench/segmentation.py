@@ -1,15 +1,20 @@
 """Speaker segmentation throughput: our ggml graph vs onnxruntime, side by side in one run.
 
-    python bench/segmentation.py [--windows 20] [--out bench/results/DATE-DEVICE-segmentation.json]
+    python bench/segmentation.py [--windows 32] [--batch 32] [--out bench/results/DATE-DEVICE-segmentation.json]
 
-One random pyannote-shaped network (``seg_fixtures.pyannet``), 10 s windows at 16 kHz. Contenders:
-ours on the CPU (1 thread; every thread, the default; every thread with the LSTM built from
-ggml ops per step instead of the fused recurrence), ours on the GPU when the build has one,
-onnxruntime's CPU execution provider (its default threads) and its CUDA provider when installed.
-Each runs one warm-up window, then ``--windows`` timed ones; ratios are ours over onnxruntime CPU.
-Schema (``schema`` = 1): ``device``, ``commit``, ``date``, ``rows`` (``name``, ``windows_per_s``,
-``ms_per_window``, ``max_abs_error`` vs onnxruntime CPU), ``summary`` (``ours_cpu_over_ort_cpu``,
-``ours_gpu_over_ort_cpu``, ``ours_gpu_over_ort_cuda``; null where a contender is absent).
+One random pyannote-shaped network (``seg_fixtures.pyannet``), 10 s windows at 16 kHz, each
+contender run one window at a time and ``--batch`` windows at a time. Contenders: ours on the CPU
+(every thread, the default; 1 thread; every thread with the LSTM built from ggml ops per step
+instead of the fused ops), ours on the GPU when the build has one, onnxruntime's CPU execution
+provider (its default threads) and its CUDA provider when installed. Ours batched is
+``Segmenter.segment_long`` over the windows laid end to end (``batch_size=--batch``);
+onnxruntime batched is one ``[batch, 1, samples]`` input. Each runs one warm-up pass, then the
+``--windows`` timed ones. Schema (``schema`` = 2): ``device``, ``commit``, ``date``, ``command``,
+``rows`` (``name``, ``batch``, ``windows_per_s``, ``ms_per_window``, ``max_abs_error`` vs
+onnxruntime CPU one window at a time), ``summary``: ``ours_cpu_over_ort_cpu`` (one window each),
+``ours_cpu_batch_over_ort_cpu`` and ``ours_gpu_batch_over_ort_cpu`` (ours batched over
+onnxruntime CPU at its faster batch), ``ours_gpu_over_ort_cpu``, ``ours_gpu_over_ort_cuda``; null
+where a contender is absent.
 """
 
 from __future__ import annotations
@@ -25,83 +30,123 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from _common import git_commit
+# numpy's OpenBLAS threads spin between numpy calls and take cores from both contenders (seen at
+# 2-3 % of a profile on 2 cores); the bench does no linear algebra in numpy
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from pyllama_mtp import build_info
-from pyllama_mtp import seg_fixtures as sf
-from pyllama_mtp.convert_segmentation import convert
-from pyllama_mtp.segmentation import Segmenter
+import numpy as np  # noqa: E402
+from _common import git_commit  # noqa: E402
+
+from pyllama_mtp import build_info  # noqa: E402
+from pyllama_mtp import seg_fixtures as sf  # noqa: E402
+from pyllama_mtp.convert_segmentation import convert  # noqa: E402
+from pyllama_mtp.segmentation import Segmenter  # noqa: E402
 
 
-def _time(run: Callable[[np.ndarray], np.ndarray], windows: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:
-    run(windows[0])  # warm-up: graph build, allocation, kernel selection
+def _time(run: Callable[[np.ndarray], np.ndarray], batches: list[np.ndarray]) -> tuple[float, np.ndarray]:
+    """Seconds per window over ``batches`` ([n, samples] each) after a warm-up; the outputs, stacked."""
+    run(batches[0])  # warm-up: graph build, allocation, kernel selection
     outs = []
     start = time.perf_counter()
-    for w in windows:
-        outs.append(run(w))
-    return (time.perf_counter() - start) / len(windows), outs
+    for b in batches:
+        outs.append(run(b))
+    seconds = time.perf_counter() - start
+    out = np.concatenate(outs)
+    return seconds / len(out), out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--windows", type=int, default=20)
+    parser.add_argument("--windows", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32, help="windows a batched row runs at a time")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--commit", help="the commit to record (default: git rev-parse HEAD)")
     args = parser.parse_args()
+    if args.windows < 1 or not 1 <= args.batch <= args.windows:
+        parser.error("need --windows >= 1 and 1 <= --batch <= --windows")
 
     import onnxruntime as ort
 
     rng = np.random.default_rng(0)
-    windows = [(rng.standard_normal(sf.WINDOW_SAMPLES) * 0.1).astype(np.float32) for _ in range(args.windows)]
+    windows = (rng.standard_normal((args.windows, sf.WINDOW_SAMPLES)) * 0.1).astype(np.float32)
+    singles = [windows[i : i + 1] for i in range(args.windows)]
+    batches = [windows[i : i + args.batch] for i in range(0, args.windows, args.batch)]
     model = sf.pyannet(seed=0, gain=3.0)
     info = build_info()
     on_gpu = any(b in info.backends for b in ("CUDA", "Metal"))
     rows: list[dict[str, Any]] = []
     reference: list[np.ndarray] = []
 
-    def record(name: str, run: Callable[[np.ndarray], np.ndarray]) -> None:
-        seconds, outs = _time(run, windows)
-        error = max(float(np.abs(o - r).max()) for o, r in zip(outs, reference, strict=True)) if reference else 0.0
+    def record(name: str, batch: int, run: Callable[[np.ndarray], np.ndarray]) -> None:
+        seconds, out = _time(run, singles if batch == 1 else batches)
+        error = float(np.abs(out - reference[0]).max()) if reference else 0.0
         rows.append(
-            {"name": name, "windows_per_s": 1 / seconds, "ms_per_window": 1e3 * seconds, "max_abs_error": error}
+            {
+                "name": name,
+                "batch": batch,
+                "windows_per_s": 1 / seconds,
+                "ms_per_window": 1e3 * seconds,
+                "max_abs_error": error,
+            }
         )
-        print(f"{name:24s} {1e3 * seconds:8.1f} ms/window  {1 / seconds:7.2f} windows/s  max err {error:.1e}")
+        speed = f"{1e3 * seconds:8.1f} ms/window {1 / seconds:8.2f} windows/s"
+        print(f"{name:32s} batch {batch:3d} {speed}  err {error:.1e}")
 
     ort_cpu = sf.onnx_session(model)
-    reference.extend(ort_cpu(w[None, None, :])[0] for w in windows)
-    record("onnxruntime-cpu", lambda w: ort_cpu(w[None, None, :])[0])
+    reference.append(np.concatenate([ort_cpu(w[:, None, :]) for w in singles]))
+    contenders: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [
+        ("onnxruntime-cpu", lambda w: ort_cpu(w[:, None, :]))
+    ]
     if "CUDAExecutionProvider" in ort.get_available_providers():
         ort_cuda = sf.onnx_session(model, ("CUDAExecutionProvider", "CPUExecutionProvider"))
-        record("onnxruntime-cuda", lambda w: ort_cuda(w[None, None, :])[0])
+        contenders.append(("onnxruntime-cuda", lambda w: ort_cuda(w[:, None, :])))
+    for name, run in contenders:
+        record(name, 1, run)
+        record(name, args.batch, run)
     with tempfile.TemporaryDirectory() as tmp:
         path = convert(model, Path(tmp) / "seg.gguf")
         for name, kwargs in (
-            ("ours-cpu-1-thread", {"use_gpu": False, "n_threads": 1}),
             (f"ours-cpu-{os.cpu_count()}-threads", {"use_gpu": False, "n_threads": 0}),  # the default
+            ("ours-cpu-1-thread", {"use_gpu": False, "n_threads": 1}),
             (f"ours-cpu-{os.cpu_count()}-threads-ggml-ops", {"use_gpu": False, "fused_lstm": False}),
             *([("ours-gpu", {"use_gpu": True})] if on_gpu else []),
         ):
             with Segmenter(path, **kwargs) as seg:
-                record(name, seg.segment)
+                window_s = sf.WINDOW_SAMPLES / seg.sample_rate
 
-    rate = {r["name"]: r["windows_per_s"] for r in rows}
+                def batched(w: np.ndarray, seg: Segmenter = seg, window_s: float = window_s) -> np.ndarray:
+                    result = seg.segment_long(w.reshape(-1), window_s=window_s, step_s=window_s, batch_size=len(w))
+                    return result.log_probs
 
-    def ratio(a: str, b: str) -> float | None:
+                record(name, 1, lambda w, seg=seg: seg.segment(w[0])[None])
+                record(name, args.batch, batched)
+
+    rate = {(r["name"], r["batch"]): r["windows_per_s"] for r in rows}
+    ort_best = max(rate.get(("onnxruntime-cpu", 1), 0.0), rate.get(("onnxruntime-cpu", args.batch), 0.0))
+
+    def ratio(a: tuple[str, int], b: tuple[str, int]) -> float | None:
         return rate[a] / rate[b] if a in rate and b in rate else None
 
+    def over_ort_best(a: tuple[str, int]) -> float | None:
+        return rate[a] / ort_best if a in rate else None
+
+    ours_cpu = f"ours-cpu-{os.cpu_count()}-threads"
     commit = args.commit or git_commit()
     result = {
-        "schema": 1,
+        "schema": 2,
         "device": ", ".join(info.devices),
         "commit": commit,
         "date": datetime.date.today().isoformat(),
+        "command": "python bench/segmentation.py " + " ".join(sys.argv[1:]),
+        "cpu_count": os.cpu_count(),
         "model": "seg_fixtures.pyannet(seed=0, gain=3.0): SincNet 80/60/60, 4 BiLSTM x 128, 2 x linear 128, 7 classes",
         "rows": rows,
         "summary": {
-            "ours_cpu_over_ort_cpu": ratio(f"ours-cpu-{os.cpu_count()}-threads", "onnxruntime-cpu"),
-            "ours_gpu_over_ort_cpu": ratio("ours-gpu", "onnxruntime-cpu"),
-            "ours_gpu_over_ort_cuda": ratio("ours-gpu", "onnxruntime-cuda"),
+            "ours_cpu_over_ort_cpu": ratio((ours_cpu, 1), ("onnxruntime-cpu", 1)),
+            "ours_cpu_batch_over_ort_cpu": over_ort_best((ours_cpu, args.batch)),
+            "ours_gpu_over_ort_cpu": ratio(("ours-gpu", 1), ("onnxruntime-cpu", 1)),
+            "ours_gpu_batch_over_ort_cpu": over_ort_best(("ours-gpu", args.batch)),
+            "ours_gpu_over_ort_cuda": ratio(("ours-gpu", 1), ("onnxruntime-cuda", 1)),
         },
     }
     print(json.dumps(result["summary"]))

@@ -199,6 +199,11 @@ def test_bad_input_raises_and_the_segmenter_stays_usable(tmp_path: Path) -> None
         bad[5] = np.nan
         with pytest.raises(ValueError, match="NaN"):
             seg.segment(bad)
+        with pytest.raises(ValueError, match="NaN"):
+            seg.segment_long(np.concatenate([wav, bad]))
+        for batch_size in (0, 257):
+            with pytest.raises(ValueError, match="batch_size"):
+                seg.segment_long(wav, batch_size=batch_size)
         assert np.abs(seg.segment(wav) - sf.onnx_run(model, wav[None, None, :])[0]).max() <= TOL
     with pytest.raises(ClosedError):
         seg.segment(wav)
@@ -245,12 +250,54 @@ def test_sliding_windows_cover_long_audio(tmp_path: Path) -> None:
     audio = np.concatenate([waveform(1), waveform(2)[: sf.SAMPLE_RATE * 3]])  # 13 s
     seen: list[tuple[int, int]] = []
     with Segmenter(gguf_of(model, tmp_path / "net.gguf")) as seg:
-        win = seg.segment_long(audio, window_s=10.0, step_s=2.0, progress=lambda d, n: seen.append((d, n)))
+        win = seg.segment_long(
+            audio, window_s=10.0, step_s=2.0, batch_size=2, progress=lambda d, n: seen.append((d, n))
+        )
         first = seg.segment(audio[: sf.WINDOW_SAMPLES])
     assert win.log_probs.shape == (3, 589, 7)  # starts 0, 2, 4 s; the last one zero-padded
     assert win.starts.tolist() == [0.0, 2.0, 4.0]
-    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert seen == [(2, 3), (3, 3)]  # after each batch
     np.testing.assert_array_equal(win.log_probs[0], first)
+
+
+@pytest.mark.parametrize("fused", FUSED)
+def test_a_window_gives_the_same_result_in_any_batch(tmp_path: Path, fused: bool) -> None:
+    # windows batched into one graph: each must match its own run and onnxruntime; the fused CPU
+    # kernels sum every output in a fixed order, so there they must match bit for bit
+    model = sf.pyannet(seed=2, gain=GAIN)
+    audio = np.concatenate([waveform(s) for s in range(3, 8)])[: sf.WINDOW_SAMPLES * 5 - 12345]
+    with Segmenter(gguf_of(model, tmp_path / "net.gguf"), fused_lstm=fused) as seg:
+        one = seg.segment_long(audio, step_s=7.0, batch_size=1).log_probs
+        for batch_size in (2, 3, 8):
+            batched = seg.segment_long(audio, step_s=7.0, batch_size=batch_size).log_probs
+            assert batched.shape == one.shape == (7, 589, 7)
+            if fused:
+                np.testing.assert_array_equal(batched, one)
+            else:
+                assert np.abs(batched - one).max() <= TOL / 10
+    chunk = np.zeros(sf.WINDOW_SAMPLES, dtype=np.float32)
+    for i in range(one.shape[0]):
+        piece = audio[i * 7 * sf.SAMPLE_RATE :][: sf.WINDOW_SAMPLES]
+        chunk[:] = 0
+        chunk[: piece.size] = piece
+        assert np.abs(one[i] - sf.onnx_run(model, chunk[None, None, :])[0]).max() <= TOL
+
+
+@pytest.mark.parametrize("fused", FUSED)
+def test_sizes_off_the_vector_width_match_onnxruntime(tmp_path: Path, fused: bool) -> None:
+    # the CPU kernels work in blocks of 16 rows: hidden 20 (80 gate rows), 24 filters of 31 taps
+    # and a pool of 5 leave remainders everywhere
+    shape = sf.PyanNetShape(sinc_filters=24, sinc_kernel=31, conv_channels=12, pool=5, lstm_hidden=20, lstm_layers=2)
+    model = sf.pyannet(shape, seed=4, gain=GAIN)
+    wav = waveform(4)
+    ref = sf.onnx_run(model, wav[None, None, :])[0]
+    with Segmenter(gguf_of(model, tmp_path / "odd.gguf"), fused_lstm=fused) as seg:
+        ours = seg.segment(wav)
+        batched = seg.segment_long(np.concatenate([wav, wav[::-1]]), step_s=10.0, batch_size=2).log_probs
+    assert ours.shape == ref.shape
+    assert np.abs(ours - ref).max() <= TOL
+    assert np.abs(batched[0] - ref).max() <= TOL
+    assert np.abs(batched[1] - sf.onnx_run(model, wav[::-1].copy()[None, None, :])[0]).max() <= TOL
 
 
 def test_cli_segments_a_wav_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -270,8 +317,16 @@ def test_cli_segments_a_wav_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert lines[0].split()[0] == "start_s" and [float(x.split()[0]) for x in lines[1:4]] == [0.0, 5.0, 10.0]
     assert all(sum(map(int, x.split()[2:])) == 589 for x in lines[1:4])  # every frame counted once
     assert np.load(out).shape == (3, 589, 7)
+    one_by_one = tmp_path / "lp1.npy"
+    assert (
+        main(["segment", "-m", str(path), str(tmp_path / "ok.wav"), "--step", "5", "-b", "1", "-o", str(one_by_one)])
+        == 0
+    )
+    assert np.abs(np.load(one_by_one) - np.load(out)).max() <= TOL / 10  # bitwise on the CPU's fused path
     assert main(["segment", "-m", str(path), str(tmp_path / "8k.wav")]) == 1
     assert "8000 Hz" in capsys.readouterr().err
+    assert main(["segment", "-m", str(path), str(tmp_path / "ok.wav"), "-b", "0"]) == 1
+    assert "batch_size" in capsys.readouterr().err
 
 
 def test_cli_convert_segmentation_writes_the_same_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

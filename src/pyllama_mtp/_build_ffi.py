@@ -122,6 +122,7 @@ const char * llama_mtp_chat_template_stop(const struct llama_mtp_chat_template *
 
 struct llama_segmentation;
 #define LLAMA_SEGMENTATION_MAX_FRAMES ...
+#define LLAMA_SEGMENTATION_MAX_WINDOWS ...
 struct llama_mtp_segmenter_params { int32_t n_threads; bool use_gpu; bool fused_lstm; };
 struct llama_mtp_segmenter_params llama_mtp_segmenter_default_params(void);
 int32_t llama_mtp_segmenter_load(const char * path, struct llama_mtp_segmenter_params params,
@@ -130,7 +131,7 @@ void llama_mtp_segmenter_free(struct llama_segmentation * seg);
 void llama_mtp_segmenter_info(const struct llama_segmentation * seg, int32_t * sample_rate, int32_t * n_classes);
 int64_t llama_mtp_segmenter_n_frames(const struct llama_segmentation * seg, int64_t n_samples);
 int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_samples,
-                                float * out, int64_t n_out);
+                                int64_t n_windows, float * out, int64_t n_out);
 
 /* llama.h, used as is */
 void llama_model_free(struct llama_model * model);

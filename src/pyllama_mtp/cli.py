@@ -329,13 +329,19 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             sys.stderr.write(f"\r\x1b[2K[{done}/{total} windows]")
             sys.stderr.flush()
 
-    with Segmenter(args.model, use_gpu=args.n_gpu_layers != 0) as seg:
+    with Segmenter(args.model, use_gpu=args.n_gpu_layers != 0, n_threads=args.threads) as seg:
         if rate != seg.sample_rate:
             print(
                 f"pyllama-mtp: error: {args.audio} is at {rate} Hz, the model at {seg.sample_rate} Hz", file=sys.stderr
             )
             return 1
-        windows = seg.segment_long(audio, window_s=args.window, step_s=args.step, progress=progress)
+        try:
+            windows = seg.segment_long(
+                audio, window_s=args.window, step_s=args.step, batch_size=args.batch_size, progress=progress
+            )
+        except ValueError as exc:
+            print(f"pyllama-mtp: error: {exc}", file=sys.stderr)
+            return 1
     if show_progress:
         sys.stderr.write("\r\x1b[2K")
     print("start_s  frames  silent  1 speaker  2 speakers")
@@ -554,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--window", type=float, default=10.0, help="window length, seconds (default 10)")
     seg.add_argument("--step", type=float, default=2.5, help="hop between windows, seconds (default 2.5)")
     seg.add_argument("-ngl", "--n-gpu-layers", type=int, default=-1, help="0 runs on the CPU")
+    seg.add_argument("-b", "--batch-size", type=int, default=8, help="windows run together (default 8)")
+    seg.add_argument("-t", "--threads", type=int, default=0, help="CPU threads (default: all)")
     seg.add_argument("-o", "--out", help="also save the log-probabilities as .npy")
     seg.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     seg.set_defaults(func=_cmd_segment)

@@ -138,7 +138,7 @@ def lstm_stack(layers: int = 1, n_in: int = 60, hidden: int = 128, seed: int = 0
 
 
 def pyannet(shape: PyanNetShape = PyanNetShape(), seed: int = 0, gain: float = 2.0, torch_style: bool = False) -> Any:
-    """ONNX model of the whole segmentation network: ``waveform [1, 1, samples]`` -> ``[1, frames, classes]``.
+    """ONNX model of the whole segmentation network: ``waveform [batch, 1, samples]`` -> ``[batch, frames, classes]``.
 
     ``torch_style`` builds the same network the way ``torch.onnx.export`` writes pyannote's: the
     sinc filters computed from parameters (here: raw filters times a window), the filterbank
@@ -210,8 +210,8 @@ def pyannet(shape: PyanNetShape = PyanNetShape(), seed: int = 0, gain: float = 2
             x = g.op("LeakyRelu", [x], alpha=0.01)
         width = n_out
     x = g.op("LogSoftmax", [x], axis=-1)
-    inp = helper.make_tensor_value_info("waveform", TensorProto.FLOAT, [1, 1, "samples"])
-    return g.model([inp], x, [1, "frames", shape.classes])
+    inp = helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["batch", 1, "samples"])
+    return g.model([inp], x, ["batch", "frames", shape.classes])
 
 
 def onnx_session(

@@ -53,8 +53,10 @@ class Segmenter(NativeResource):
     """A segmentation GGUF (written by :mod:`pyllama_mtp.convert_segmentation`), ready to run.
 
     ``use_gpu`` runs on the first GPU of a CUDA/Metal build (the CPU otherwise); ``n_threads`` <= 0
-    means every hardware thread. On the CPU, ``fused_lstm`` runs each LSTM layer's recurrence as one
-    op (faster); ``False`` builds it from ggml ops per time step, as on a GPU.
+    means every hardware thread. On the CPU, ``fused_lstm`` runs the SincNet blocks and each LSTM
+    layer's projection and recurrence as vectorised ops of their own (faster, and a window's result
+    is bitwise the same in any batch); ``False`` builds them from ggml ops, one group per time step,
+    as on a GPU.
     """
 
     _kind = "segmenter"
@@ -83,6 +85,12 @@ class Segmenter(NativeResource):
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise ValueError(f"the model runs at {self.sample_rate} Hz, got audio at {sample_rate} Hz (resample it)")
 
+    def _check_frames(self, n: int) -> None:
+        if n > int(lib.LLAMA_SEGMENTATION_MAX_FRAMES):
+            raise ValueError(
+                f"a window of {n} frames is longer than {lib.LLAMA_SEGMENTATION_MAX_FRAMES}: use segment_long()"
+            )
+
     def n_frames(self, n_samples: int) -> int:
         """Frames produced for a window of ``n_samples`` samples (0: too short)."""
         return int(lib.llama_mtp_segmenter_n_frames(self.ptr, n_samples))
@@ -100,16 +108,23 @@ class Segmenter(NativeResource):
         n = self.n_frames(x.size)
         if x.ndim not in (1, 2) or n < 1 or (x.ndim == 2 and x.shape[0] != n):
             raise ValueError(f"input of shape {x.shape} gives no frame (a window must be longer)")
-        if n > int(lib.LLAMA_SEGMENTATION_MAX_FRAMES):
-            raise ValueError(
-                f"a window of {n} frames is longer than {lib.LLAMA_SEGMENTATION_MAX_FRAMES}: use segment_long()"
-            )
+        self._check_frames(n)
         if not np.all(np.isfinite(x)):
             raise ValueError("input contains NaN or infinity")
-        out = np.empty((n, self.n_classes), dtype=np.float32)
+        one: npt.NDArray[np.float32] = self._run(x, 1, n)[0]
+        return one
+
+    def _run(self, x: npt.NDArray[np.float32], n_windows: int, n_frames: int) -> npt.NDArray[np.float32]:
+        """``n_windows`` windows laid end to end in ``x``, as one batch -> ``(n_windows, frames, classes)``."""
+        out = np.empty((n_windows, n_frames, self.n_classes), dtype=np.float32)
         check(
             lib.llama_mtp_segmenter_run(
-                self.ptr, ffi.from_buffer("float[]", x), x.size, ffi.from_buffer("float[]", out), out.size
+                self.ptr,
+                ffi.from_buffer("float[]", x),
+                x.size // n_windows,
+                n_windows,
+                ffi.from_buffer("float[]", out),
+                out.size,
             )
         )
         return out
@@ -121,28 +136,41 @@ class Segmenter(NativeResource):
         *,
         window_s: float = 10.0,
         step_s: float = 1.0,
+        batch_size: int = 8,
         progress: Callable[[int, int], None] | None = None,
     ) -> Windows:
         """Slide a ``window_s`` window by ``step_s`` over a long recording (the last window is zero-padded).
 
-        ``progress(done, total)`` is called after each window.
+        Windows run ``batch_size`` at a time in one graph (the weights are read once per LSTM step
+        for the whole batch; memory grows with it: about 30 MB per 10 s window on the CPU). A
+        window's result does not depend on the batch it ran in. ``progress(done, total)`` is
+        called after each batch with the windows done so far.
         """
         self._check_rate(sample_rate)
         if step_s <= 0 or window_s <= 0:
             raise ValueError("window_s and step_s must be positive")
+        max_batch = int(lib.LLAMA_SEGMENTATION_MAX_WINDOWS)
+        if not 1 <= batch_size <= max_batch:
+            raise ValueError(f"batch_size must be in 1 .. {max_batch}, got {batch_size}")
         x = np.ascontiguousarray(waveform, dtype=np.float32).reshape(-1)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("input contains NaN or infinity")
         win, step = round(window_s * self.sample_rate), round(step_s * self.sample_rate)
-        n_windows = 1 + max(0, -(-(x.size - win) // step))
         frames = self.n_frames(win)
+        if frames < 1:
+            raise ValueError(f"a window of {window_s} s gives no frame (a window must be longer)")
+        self._check_frames(frames)
+        n_windows = 1 + max(0, -(-(x.size - win) // step))
         out = np.empty((n_windows, frames, self.n_classes), dtype=np.float32)
-        chunk = np.zeros(win, dtype=np.float32)
-        for i in range(n_windows):
-            piece = x[i * step : i * step + win]
-            chunk[: piece.size] = piece
-            chunk[piece.size :] = 0
-            out[i] = self.segment(chunk)
+        for first in range(0, n_windows, batch_size):
+            n = min(batch_size, n_windows - first)
+            chunk = np.zeros((n, win), dtype=np.float32)  # the last window's tail stays zero
+            for i in range(n):
+                piece = x[(first + i) * step : (first + i) * step + win]
+                chunk[i, : piece.size] = piece
+            out[first : first + n] = self._run(chunk, n, frames)
             if progress is not None:
-                progress(i + 1, n_windows)
+                progress(first + n, n_windows)
         return Windows(np.arange(n_windows) * step / self.sample_rate, out, window_s, window_s / frames)
 
 

@@ -42,14 +42,19 @@ int64_t llama_mtp_segmenter_n_frames(const struct llama_segmentation * seg, int6
     return llama_segmentation_n_frames(seg, n_samples);
 }
 
-int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_samples, float * out,
-                                int64_t n_out) {
+int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_samples,
+                                int64_t n_windows, float * out, int64_t n_out) {
     if (seg == nullptr || samples == nullptr || out == nullptr) {
         set_error("segmenter, samples or out is NULL");
         return LLAMA_MTP_ERR_INVALID_ARG;
     }
+    if (n_windows < 1 || n_windows > LLAMA_SEGMENTATION_MAX_WINDOWS) {
+        set_error("a batch of " + std::to_string(n_windows) + " windows is outside 1 .. " +
+                  std::to_string(LLAMA_SEGMENTATION_MAX_WINDOWS));
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
     return guarded("segmenter run", [&]() -> int32_t {
-        if (llama_segmentation_run(seg, samples, n_samples, out, n_out) != 0) {
+        if (llama_segmentation_run_batch(seg, samples, n_samples, n_windows, out, n_out) != 0) {
             set_error_with_log("segmentation failed");
             return LLAMA_MTP_ERR_INTERNAL;
         }
