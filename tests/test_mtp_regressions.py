@@ -145,3 +145,16 @@ def test_not_a_number_logits_raise(
         session.complete("the quick brown fox", 8)
     with Model(pair.target_gguf) as target, MtpSession(target, drafter, **kwargs) as session:
         assert len(session.complete("the quick brown fox", 8)) == 8
+
+
+def test_not_a_number_logits_raise_in_plain_greedy_generation(pair: Pair, tmp_path: Path) -> None:
+    """Context.generate_greedy's argmax compared NaN logits false both ways and returned token 0
+    for every step, as if chosen: it raises as the session does, and the context stays usable."""
+    broken = tmp_path / "nan-target.gguf"
+    broken.write_bytes(with_f32_tensor_filled(pair.target_gguf.read_bytes(), "output_norm.weight", float("nan")))
+    with Model(broken) as target, Context(target, n_ctx=256, **EXACT) as ctx:
+        prompt = target.tokenize("the quick brown fox")
+        with pytest.raises(DecodeError, match="not numbers"):
+            ctx.generate_greedy(prompt, 8)
+    with Model(pair.target_gguf) as target, Context(target, n_ctx=256, **EXACT) as ctx:
+        assert len(ctx.generate_greedy(target.tokenize("the quick brown fox"), 8)) >= 1

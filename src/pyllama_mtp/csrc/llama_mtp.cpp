@@ -3,6 +3,7 @@
 #include "llama_mtp.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -634,6 +635,13 @@ int32_t llama_mtp_generate_greedy(struct llama_context * ctx, const llama_token 
                 if (logits[t] > logits[best]) {
                     best = t;
                 }
+            }
+            // a NaN compares false both ways, so a row of them would give token 0 as if chosen
+            if (!std::isfinite(logits[best])) {
+                set_error("no token could be chosen from step " + std::to_string(i) +
+                          "'s logits: they are not numbers (NaN); the model's weights or activations overflow on "
+                          "this backend");
+                return LLAMA_MTP_ERR_DECODE;
             }
             out[(*n_out)++] = best;
             if (llama_vocab_is_eog(vocab, best) || i + 1 == n_max) {
