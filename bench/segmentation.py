@@ -75,11 +75,12 @@ def main() -> int:
     info = build_info()
     on_gpu = any(b in info.backends for b in ("CUDA", "Metal"))
     rows: list[dict[str, Any]] = []
-    reference: list[np.ndarray] = []
+    ort_cpu = sf.onnx_session(model)
+    reference = np.concatenate([ort_cpu(w[:, None, :]) for w in singles])
 
     def record(name: str, batch: int, run: Callable[[np.ndarray], np.ndarray]) -> None:
         seconds, out = _time(run, singles if batch == 1 else batches)
-        error = float(np.abs(out - reference[0]).max()) if reference else 0.0
+        error = float(np.abs(out - reference).max())
         rows.append(
             {
                 "name": name,
@@ -92,8 +93,6 @@ def main() -> int:
         speed = f"{1e3 * seconds:8.1f} ms/window {1 / seconds:8.2f} windows/s"
         print(f"{name:32s} batch {batch:3d} {speed}  err {error:.1e}")
 
-    ort_cpu = sf.onnx_session(model)
-    reference.append(np.concatenate([ort_cpu(w[:, None, :]) for w in singles]))
     contenders: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [
         ("onnxruntime-cpu", lambda w: ort_cpu(w[:, None, :]))
     ]

@@ -12,9 +12,8 @@ git clone -q "$PWD" "$work/clone"
 python3 -m venv "$work/venv"
 main=$(python3 ci/readme_command.py main "$work/clone/README.md")
 tests=$(python3 ci/readme_command.py tests "$work/clone/README.md")
-mapfile -t ours < <(env | grep -oE '^(PYLLAMA_MTP|LLAMA_MTP)_[A-Za-z0-9_]*' || true)
-unset_ours=()
-for name in "${ours[@]}"; do unset_ours+=(-u "$name"); done
+# shellcheck source=ci/our_vars.sh
+. ci/our_vars.sh  # (the cd above: the repository root)
 
 as_a_user() {  # one README command in the clone, inside the venv, with none of our variables
     (cd "$work/clone" && env "${unset_ours[@]}" VIRTUAL_ENV="$work/venv" PATH="$work/venv/bin:$PATH" \

@@ -10,9 +10,8 @@
 set -euo pipefail
 work=$1
 clone="$work/clone"
-mapfile -t ours < <(env | grep -oE '^(PYLLAMA_MTP|LLAMA_MTP)_[A-Za-z0-9_]*' || true)
-unset_ours=()
-for name in "${ours[@]}"; do unset_ours+=(-u "$name"); done
+# shellcheck source=ci/our_vars.sh
+. "$(dirname "$0")/our_vars.sh"
 
 start=$SECONDS
 rm -rf "$work/dist" "$work/wheelhouse"
