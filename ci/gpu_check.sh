@@ -10,6 +10,11 @@
 #   GPU_CHECK_ROUTED=1 runs bench/routed_head.py (E2B-sized vocabulary) before the suite
 #   GPU_CHECK_SERVE_LOAD=1 runs the server's load test (random and agreeing pairs) before the suite
 #   GPU_CHECK_FIRST="test_a.py ..." runs these test files first instead of the default GPU-specific ones
+#   GPU_CHECK_CUDA_WHEEL=1 builds the CUDA wheel (ci/cuda_wheel.sh, sm_90), installs it into a fresh
+#     venv that sees the image's torch and nvidia-* wheels, checks that cuBLAS is loaded from those
+#     wheels, runs the GPU session tests there, and stops
+#   GPU_CHECK_BACKEND_OPS="LSTM ..." builds upstream's test-backend-ops against the built libggml and
+#     runs it on CUDA0 for these ops (correctness, then perf) into $OUT/test-backend-ops.txt
 #   GPU_CHECK_BENCH=1 also builds upstream's llama-speculative-simple and llama-server (the carried
 #     tree keeps tools/ui's build files) and, while the library compiles, the bench pairs of
 #     GPU_CHECK_BENCH_SHAPES (default "e2b"; "e2b e2b-q4 31b" for all), then runs
@@ -27,6 +32,40 @@ export PYTHONPATH=/tmp/site PYLLAMA_MTP_LLAMA_SRC=$PWD/.carry/llama.cpp PYLLAMA_
 export CMAKE_CUDA_ARCHITECTURES="${CMAKE_CUDA_ARCHITECTURES:-90}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
 # fixtures are converted by the installed package's converter (the patched tree's)
 export PYLLAMA_MTP_FIXTURE_CACHE=/tmp/fixtures
+if [ -n "${GPU_CHECK_CUDA_WHEEL:-}" ]; then
+    python3 src/pyllama_mtp/_vendor.py prepare --dest vendor/llama.cpp --patches patches > "$out/prepare.log" 2>&1 \
+        || { tail -20 "$out/prepare.log"; exit 1; }
+    PATH=/tmp/site/bin:$PATH PIP_WHEEL_ARGS=--no-build-isolation bash ci/cuda_wheel.sh /tmp/cuda-wheel /tmp/cuda-wheel-build \
+        > "$out/cuda-wheel.log" 2>&1 || { tail -30 "$out/cuda-wheel.log"; exit 1; }
+    grep "^cuda_wheel:" "$out/cuda-wheel.log"
+    rm -rf /tmp/cuda-wheel-venv
+    python3 -m venv --system-site-packages /tmp/cuda-wheel-venv
+    /tmp/cuda-wheel-venv/bin/pip install -q --no-index --no-deps /tmp/cuda-wheel/wheelhouse/*.whl .whl/cffi-*.whl \
+        .whl/pycparser-*.whl
+    # from an empty folder, with none of the build's paths: what the wheel loads, and from where
+    mkdir -p /tmp/cuda-wheel-user
+    (cd /tmp/cuda-wheel-user && env -u PYTHONPATH -u PYLLAMA_MTP_LLAMA_SRC -u PYLLAMA_MTP_BACKEND \
+        /tmp/cuda-wheel-venv/bin/python - <<'EOF'
+import pyllama_mtp
+from pyllama_mtp import _native, build_info
+
+info = build_info()
+assert "site-packages" in pyllama_mtp.__file__, pyllama_mtp.__file__
+assert "CUDA" in info.backends, info.backends
+with open("/proc/self/maps") as f:
+    mapped = {line.split()[-1] for line in f if "libcublas" in line or "libcudart" in line}
+assert mapped and all("/nvidia/" in path for path in mapped), mapped
+print("cuda wheel: backends", ",".join(info.backends), "| from the nvidia-* wheels:", *sorted(mapped))
+print("cuda wheel: preloaded", *_native.CUDA_LIBRARIES_FROM_WHEELS)
+EOF
+    ) 2>&1 | tee "$out/cuda-wheel-check.txt"
+    (cd tests && env -u PYTHONPATH -u PYLLAMA_MTP_LLAMA_SRC -u PYLLAMA_MTP_BACKEND timeout 300 \
+        /tmp/cuda-wheel-venv/bin/python -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml \
+        ${GPU_CHECK_CUDA_WHEEL_TESTS:-test_session.py test_fused_draft.py test_info.py} > "$out/cuda-wheel-tests.log" 2>&1)
+    echo "cuda wheel tests: rc $? after $((SECONDS - t0)) s"
+    tail -3 "$out/cuda-wheel-tests.log"
+    exit 0
+fi
 if [ -z "${GPU_CHECK_SKIP_BUILD:-}" ]; then
     python3 src/pyllama_mtp/_vendor.py prepare --dest vendor/llama.cpp --patches patches > "$out/prepare.log" 2>&1 \
         || { tail -20 "$out/prepare.log"; exit 1; }
@@ -76,11 +115,23 @@ export PYTHONPATH=/tmp/pkg:/tmp/site
 commit="${GPU_CHECK_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 python3 -m pyllama_mtp info > "$out/info.txt" 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$out/info.txt" 2>&1
+if [ -n "${GPU_CHECK_BACKEND_OPS:-}" ]; then
+    lib=/tmp/pkg/pyllama_mtp/lib
+    g++ -O1 -std=c++17 vendor/llama.cpp/tests/test-backend-ops.cpp -Ivendor/llama.cpp/ggml/include \
+        "$lib"/libggml.so "$lib"/libggml-base.so -Wl,-rpath,"$lib" -o /tmp/test-backend-ops \
+        > "$out/test-backend-ops.txt" 2>&1
+    for op in $GPU_CHECK_BACKEND_OPS; do
+        /tmp/test-backend-ops -o "$op" -b CUDA0 >> "$out/test-backend-ops.txt" 2>&1
+        echo "test-backend-ops -o $op: rc $? after $((SECONDS - t0)) s"
+        /tmp/test-backend-ops perf -o "$op" -b CUDA0 >> "$out/test-backend-ops.txt" 2>&1
+    done
+    grep -E "Backend|OK|FAIL|passed|us/run" "$out/test-backend-ops.txt" | tail -30
+fi
 if [ -z "${GPU_CHECK_SUITE_ONLY:-}" ]; then
 (cd tests && python3 -m pytest -q --tb=short -p no:cacheprovider --rootdir=.. -c ../pyproject.toml test_segmentation.py \
     > "$out/tests-segmentation.log" 2>&1)
 echo "segmentation tests: rc $? after $((SECONDS - t0)) s"
-python3 bench/segmentation.py --windows 20 --commit "$commit" --out "$out/segmentation.json" > "$out/segmentation.log" 2>&1
+python3 bench/segmentation.py --windows 32 --commit "$commit" --out "$out/segmentation.json" > "$out/segmentation.log" 2>&1
 python3 bench/vram_cycles.py --cycles "${VRAM_CYCLES:-100}" --commit "$commit" --out "$out/vram.json" > "$out/vram.log" 2>&1
 echo "benches: $((SECONDS - t0)) s (commit $commit)"
 fi

@@ -99,9 +99,12 @@ elseif(NOT PYLLAMA_MTP_BACKEND STREQUAL "cpu")
     message(FATAL_ERROR "pyllama-mtp: PYLLAMA_MTP_BACKEND must be cpu, cuda or metal, not '${PYLLAMA_MTP_BACKEND}'")
 endif()
 
+set(PYLLAMA_MTP_CUDA_MAJOR "")  # the runtime's major version, whose libraries the package loads
 if(PYLLAMA_MTP_BACKEND STREQUAL "cuda")
     set(GGML_CUDA ON CACHE BOOL "" FORCE)
     set(GGML_METAL OFF CACHE BOOL "" FORCE)
+    find_package(CUDAToolkit QUIET)
+    set(PYLLAMA_MTP_CUDA_MAJOR "${CUDAToolkit_VERSION_MAJOR}")
 elseif(PYLLAMA_MTP_BACKEND STREQUAL "metal")
     set(GGML_METAL ON CACHE BOOL "" FORCE)
     set(GGML_METAL_EMBED_LIBRARY ON CACHE BOOL "" FORCE)

@@ -257,16 +257,19 @@ def test_sliding_windows_cover_long_audio(tmp_path: Path) -> None:
     assert win.log_probs.shape == (3, 589, 7)  # starts 0, 2, 4 s; the last one zero-padded
     assert win.starts.tolist() == [0.0, 2.0, 4.0]
     assert seen == [(2, 3), (3, 3)]  # after each batch
-    np.testing.assert_array_equal(win.log_probs[0], first)
+    # (bitwise on the CPU's fused path: test_a_window_gives_the_same_result_in_any_batch)
+    assert np.abs(win.log_probs[0] - first).max() <= TOL / 10
 
 
 @pytest.mark.parametrize("fused", FUSED)
 def test_a_window_gives_the_same_result_in_any_batch(tmp_path: Path, fused: bool) -> None:
     # windows batched into one graph: each must match its own run and onnxruntime; the fused CPU
-    # kernels sum every output in a fixed order, so there they must match bit for bit
+    # kernels sum every output in a fixed order, so there they must match bit for bit. The fused
+    # ops are the CPU's: unfused runs the graph of ggml ops, on the GPU of a GPU build (whose
+    # products, cuBLAS's, may sum in another order at another batch size)
     model = sf.pyannet(seed=2, gain=GAIN)
     audio = np.concatenate([waveform(s) for s in range(3, 8)])[: sf.WINDOW_SAMPLES * 5 - 12345]
-    with Segmenter(gguf_of(model, tmp_path / "net.gguf"), fused_lstm=fused) as seg:
+    with Segmenter(gguf_of(model, tmp_path / "net.gguf"), fused_lstm=fused, use_gpu=not fused) as seg:
         one = seg.segment_long(audio, step_s=7.0, batch_size=1).log_probs
         for batch_size in (2, 3, 8):
             batched = seg.segment_long(audio, step_s=7.0, batch_size=batch_size).log_probs

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, NoReturn
 
-from . import errors
+from . import _cuda_libs, errors
+
+# before the library loads: a source build's libggml links ggml-cuda, and ggml-cuda its libraries
+CUDA_LIBRARIES_FROM_WHEELS = _cuda_libs.preload(Path(__file__).resolve().parent)
 
 try:
     from ._lib import ffi, lib
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError("pyllama_mtp._lib is not built; install the package with `pip install .` (see README)") from exc
 
-__all__ = ["ffi", "lib", "check", "raise_status", "cstr", "kv_cache_type"]
+__all__ = ["ffi", "lib", "check", "raise_status", "cstr", "kv_cache_type", "CUDA_LIBRARIES_FROM_WHEELS"]
 
 lib.llama_mtp_init(int(os.environ.get("PYLLAMA_MTP_VERBOSITY", "0")))
 

@@ -168,7 +168,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_rpc_server(args: argparse.Namespace) -> int:
-    binary = Path(__file__).resolve().parent / "bin" / ("rpc-server.exe" if os.name == "nt" else "rpc-server")
+    binary = Path(__file__).resolve().parent / "lib" / ("rpc-server.exe" if os.name == "nt" else "rpc-server")
     if not binary.is_file():
         print(f"pyllama-mtp: error: this installation has no RPC server ({binary} is missing)", file=sys.stderr)
         return 1

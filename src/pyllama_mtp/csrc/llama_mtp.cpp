@@ -7,6 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#if !defined(_WIN32)
+#    include <dlfcn.h>
+#endif
 #include <mutex>
 #include <regex>
 #include <string>
@@ -33,6 +36,21 @@ namespace {
 
 std::string g_backends;
 std::string g_devices;
+
+// The folder this library was loaded from ("" when unknown).
+std::string library_dir() {
+#if !defined(_WIN32)
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void *>(&library_dir), &info) != 0 && info.dli_fname != nullptr) {
+        const std::string path  = info.dli_fname;
+        const size_t      slash = path.rfind('/');
+        if (slash != std::string::npos) {
+            return path.substr(0, slash);
+        }
+    }
+#endif
+    return "";
+}
 
 }  // namespace
 
@@ -84,7 +102,15 @@ void llama_mtp_init(int32_t verbosity) {
     std::call_once(once, [] {
         llama_log_set(llama_mtp_internal::log_callback, nullptr);
         llama_backend_init();
-        ggml_backend_load_all();
+        // A portable build links no backend: ggml's modules (a CPU one per instruction-set level,
+        // CUDA's) lie beside this library, where ggml's default search (the executable's folder
+        // and the working directory) would not look from a Python process.
+        const std::string dir = library_dir();
+        if (ggml_backend_reg_count() == 0 && !dir.empty()) {
+            ggml_backend_load_all_from_path(dir.c_str());
+        } else {
+            ggml_backend_load_all();
+        }
     });
 }
 
