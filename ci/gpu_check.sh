@@ -10,9 +10,10 @@
 #   GPU_CHECK_ROUTED=1 runs bench/routed_head.py (E2B-sized vocabulary) before the suite
 #   GPU_CHECK_SERVE_LOAD=1 runs the server's load test (random and agreeing pairs) before the suite
 #   GPU_CHECK_FIRST="test_a.py ..." runs these test files first instead of the default GPU-specific ones
-#   GPU_CHECK_CUDA_WHEEL=1 builds the CUDA wheel (ci/cuda_wheel.sh, sm_90), installs it into a fresh
-#     venv that sees the image's torch and nvidia-* wheels, checks that cuBLAS is loaded from those
-#     wheels, runs the GPU session tests there, and stops
+#   GPU_CHECK_CUDA_WHEEL=1 builds the CUDA wheel (ci/cuda_wheel.sh, sm_90), installs it into an empty
+#     folder (pip --target: the image's Python is itself a venv, so a venv made from it would see
+#     neither torch nor its nvidia-* wheels), checks from there that cuBLAS is loaded from those
+#     wheels, runs the GPU session tests against it, and stops
 #   GPU_CHECK_BACKEND_OPS="LSTM ..." builds upstream's test-backend-ops against the built libggml and
 #     runs it on CUDA0 for these ops (correctness, then perf) into $OUT/test-backend-ops.txt
 #   GPU_CHECK_BENCH=1 also builds upstream's llama-speculative-simple and llama-server (the carried
@@ -38,19 +39,18 @@ if [ -n "${GPU_CHECK_CUDA_WHEEL:-}" ]; then
     PATH=/tmp/site/bin:$PATH PIP_WHEEL_ARGS=--no-build-isolation bash ci/cuda_wheel.sh /tmp/cuda-wheel /tmp/cuda-wheel-build \
         > "$out/cuda-wheel.log" 2>&1 || { tail -30 "$out/cuda-wheel.log"; exit 1; }
     grep "^cuda_wheel:" "$out/cuda-wheel.log"
-    rm -rf /tmp/cuda-wheel-venv
-    python3 -m venv --system-site-packages /tmp/cuda-wheel-venv
-    /tmp/cuda-wheel-venv/bin/pip install -q --no-index --no-deps /tmp/cuda-wheel/wheelhouse/*.whl .whl/cffi-*.whl \
-        .whl/pycparser-*.whl
-    # from an empty folder, with none of the build's paths: what the wheel loads, and from where
+    rm -rf /tmp/cuda-wheel-site
+    python3 -m pip install -q --no-deps --target /tmp/cuda-wheel-site /tmp/cuda-wheel/wheelhouse/*.whl
+    # from an empty folder, with none of the build's paths (cffi from the carried wheels): what the
+    # wheel loads, and from where
+    as_installed=(env -u PYLLAMA_MTP_LLAMA_SRC -u PYLLAMA_MTP_BACKEND PYTHONPATH=/tmp/cuda-wheel-site:/tmp/site)
     mkdir -p /tmp/cuda-wheel-user
-    (cd /tmp/cuda-wheel-user && env -u PYTHONPATH -u PYLLAMA_MTP_LLAMA_SRC -u PYLLAMA_MTP_BACKEND \
-        /tmp/cuda-wheel-venv/bin/python - <<'EOF'
+    (cd /tmp/cuda-wheel-user && "${as_installed[@]}" python3 - <<'EOF'
 import pyllama_mtp
 from pyllama_mtp import _native, build_info
 
 info = build_info()
-assert "site-packages" in pyllama_mtp.__file__, pyllama_mtp.__file__
+assert pyllama_mtp.__file__.startswith("/tmp/cuda-wheel-site/"), pyllama_mtp.__file__
 assert "CUDA" in info.backends, info.backends
 with open("/proc/self/maps") as f:
     mapped = {line.split()[-1] for line in f if "libcublas" in line or "libcudart" in line}
@@ -59,9 +59,9 @@ print("cuda wheel: backends", ",".join(info.backends), "| from the nvidia-* whee
 print("cuda wheel: preloaded", *_native.CUDA_LIBRARIES_FROM_WHEELS)
 EOF
     ) 2>&1 | tee "$out/cuda-wheel-check.txt"
-    (cd tests && env -u PYTHONPATH -u PYLLAMA_MTP_LLAMA_SRC -u PYLLAMA_MTP_BACKEND timeout 300 \
-        /tmp/cuda-wheel-venv/bin/python -m pytest -q -p no:cacheprovider --rootdir=.. -c ../pyproject.toml \
-        ${GPU_CHECK_CUDA_WHEEL_TESTS:-test_session.py test_fused_draft.py test_info.py} > "$out/cuda-wheel-tests.log" 2>&1)
+    (cd tests && "${as_installed[@]}" timeout 300 python3 -m pytest -q -p no:cacheprovider --rootdir=.. \
+        -c ../pyproject.toml ${GPU_CHECK_CUDA_WHEEL_TESTS:-test_session.py test_segmentation.py test_info.py} \
+        > "$out/cuda-wheel-tests.log" 2>&1)
     echo "cuda wheel tests: rc $? after $((SECONDS - t0)) s"
     tail -3 "$out/cuda-wheel-tests.log"
     exit 0
