@@ -33,9 +33,12 @@ export PYTHONPATH=/tmp/site PYLLAMA_MTP_LLAMA_SRC=$PWD/.carry/llama.cpp PYLLAMA_
 export CMAKE_CUDA_ARCHITECTURES="${CMAKE_CUDA_ARCHITECTURES:-90}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
 # fixtures are converted by the installed package's converter (the patched tree's)
 export PYLLAMA_MTP_FIXTURE_CACHE=/tmp/fixtures
-if [ -n "${GPU_CHECK_CUDA_WHEEL:-}" ]; then
+prepare_tree() {  # the carried pinned tree, patched, in vendor/llama.cpp
     python3 src/pyllama_mtp/_vendor.py prepare --dest vendor/llama.cpp --patches patches > "$out/prepare.log" 2>&1 \
         || { tail -20 "$out/prepare.log"; exit 1; }
+}
+if [ -n "${GPU_CHECK_CUDA_WHEEL:-}" ]; then
+    prepare_tree
     PATH=/tmp/site/bin:$PATH PIP_WHEEL_ARGS=--no-build-isolation bash ci/cuda_wheel.sh /tmp/cuda-wheel /tmp/cuda-wheel-build \
         > "$out/cuda-wheel.log" 2>&1 || { tail -30 "$out/cuda-wheel.log"; exit 1; }
     grep "^cuda_wheel:" "$out/cuda-wheel.log"
@@ -67,8 +70,7 @@ EOF
     exit 0
 fi
 if [ -z "${GPU_CHECK_SKIP_BUILD:-}" ]; then
-    python3 src/pyllama_mtp/_vendor.py prepare --dest vendor/llama.cpp --patches patches > "$out/prepare.log" 2>&1 \
-        || { tail -20 "$out/prepare.log"; exit 1; }
+    prepare_tree
     pairs_pid=""
     if [ -n "${GPU_CHECK_BENCH:-}" ]; then
         # the pairs need only torch, transformers and the converter: build them beside the compiler

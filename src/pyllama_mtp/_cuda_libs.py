@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-import json
 import sys
 from pathlib import Path
+
+from . import _build_config
 
 # in dependency order: cuBLAS needs cuBLASLt, both the runtime
 _LIBRARIES = ("libcudart.so.{major}", "libcublasLt.so.{major}", "libcublas.so.{major}")
@@ -35,10 +36,10 @@ def preload(package_dir: Path) -> tuple[str, ...]:
 
     Returns the paths loaded: none for a build without CUDA, off Linux, or without the wheels.
     """
-    config_file = package_dir / "build_config.json"
-    if not config_file.is_file():  # not an installed build
+    try:
+        config = _build_config.read(package_dir)
+    except FileNotFoundError:  # not an installed build
         return ()
-    config = json.loads(config_file.read_text())
     major = str(config.get("cuda_major") or "")
     if not major or not sys.platform.startswith("linux"):
         return ()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, NoReturn
 
-from . import _cuda_libs, errors
+from . import _build_config, _cuda_libs, errors
 
 # before the library loads: a source build's libggml links ggml-cuda, and ggml-cuda its libraries
-CUDA_LIBRARIES_FROM_WHEELS = _cuda_libs.preload(Path(__file__).resolve().parent)
+CUDA_LIBRARIES_FROM_WHEELS = _cuda_libs.preload(_build_config.PACKAGE_DIR)
 
 try:
     from ._lib import ffi, lib

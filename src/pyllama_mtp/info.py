@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
+from . import _build_config
 from ._native import cstr, lib
 
 
@@ -41,7 +40,7 @@ def build_info() -> BuildInfo:
     def split(text: str, sep: str) -> tuple[str, ...]:
         return tuple(s for s in text.split(sep) if s)
 
-    config = json.loads((Path(__file__).resolve().parent / "build_config.json").read_text())
+    config = _build_config.read()
     return BuildInfo(
         llama_cpp_commit=cstr(lib.llama_mtp_llama_commit()),
         backend=config["backend"],
