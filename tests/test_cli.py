@@ -39,6 +39,21 @@ def test_generate_exact_prints_the_target_alones_text(
     assert drafted == alone and "drafted / accepted      0 / 0" not in err
 
 
+def test_generate_cache_type_reaches_the_session(pair: Pair, capsys: pytest.CaptureFixture[str]) -> None:
+    """--cache-type turbo3 decodes over a turbo cache: with --exact, draft-MTP prints the target alone's text."""
+    args = ["generate", "-m", str(pair.target_gguf), "-p", "the lazy dog", "-n", "32", "-c", "256", "--exact"]
+    assert main([*args, "-ct", "turbo3", "-md", str(pair.drafter_gguf)]) == 0
+    turbo_drafted, _ = capsys.readouterr()
+    assert main([*args, "-ct", "turbo3"]) == 0
+    turbo_alone, _ = capsys.readouterr()
+    assert main(args) == 0
+    f16, _ = capsys.readouterr()
+    assert turbo_drafted == turbo_alone
+    assert turbo_alone != f16  # the fixture's logits move with a 3.5-bit cache: the option was used
+    with pytest.raises(SystemExit):
+        main([*args, "-ct", "turbo5"])
+
+
 def test_generate_with_a_wrong_drafter_fails_cleanly(pair: Pair, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["generate", "-m", str(pair.target_gguf), "-md", str(pair.target_gguf), "-p", "fox"])
     assert rc == 1

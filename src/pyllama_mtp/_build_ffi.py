@@ -66,6 +66,7 @@ int32_t llama_mtp_generate_greedy(struct llama_context * ctx, const llama_token 
 
 struct llama_mtp_memory { size_t model; size_t context; size_t compute; };
 int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_mtp_memory * out);
+int32_t llama_mtp_kv_roundtrip(int32_t type, const float * values, int64_t n, float * out);
 
 #define LLAMA_MTP_MAX_DRAFT 16
 enum llama_mtp_pipeline { LLAMA_MTP_PIPELINE_SYNC = 0, LLAMA_MTP_PIPELINE_ASYNC = 1 };

@@ -6,6 +6,7 @@ import os
 from typing import Any, NoReturn
 
 from . import _build_config, _cuda_libs, errors
+from ._kv_types import KV_CACHE_TYPES
 
 # before the library loads: a source build's libggml links ggml-cuda, and ggml-cuda its libraries
 CUDA_LIBRARIES_FROM_WHEELS = _cuda_libs.preload(_build_config.PACKAGE_DIR)
@@ -29,10 +30,6 @@ _BY_STATUS: dict[int, type[errors.PyllamaMtpError]] = {
     lib.LLAMA_MTP_ERR_IO: errors.OutputFileError,
     lib.LLAMA_MTP_ERR_REMOTE: errors.RemoteDeviceError,
 }
-
-
-# ggml_type values accepted for KV caches (ggml.h); f16 is llama.cpp's default, f32 the exact one.
-KV_CACHE_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8}
 
 
 def kv_cache_type(name: str) -> int:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._kv_types import KV_CACHE_TYPES
 from .convert import OUTTYPES
 
 
@@ -57,6 +58,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             target, drafter, n_draft=n_draft, max_draft=args.max_draft, p_min=args.p_min, n_ctx=args.ctx_size,
             n_threads=args.threads,
             sampling=sampling, trace=args.trace, pipeline=args.pipeline, exact=args.exact,
+            kv_cache_type=args.cache_type,
         ) as session,
     ):  # fmt: skip
         start = time.perf_counter()
@@ -95,7 +97,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         (Model(args.drafter, n_gpu_layers=args.n_gpu_layers) if args.drafter else _nothing()) as drafter,
         MtpSession(
             target, drafter, n_draft=n_draft, max_draft=args.max_draft, n_ctx=args.ctx_size, n_threads=args.threads,
-            sampling=sampling, chat_template=template, exact=args.exact,
+            sampling=sampling, chat_template=template, exact=args.exact, kv_cache_type=args.cache_type,
         ) as session,
     ):  # fmt: skip
         session.chat_template  # noqa: B018  (a model without a template fails here, before any input)
@@ -160,6 +162,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         chat_template=_read_template(args.chat_template_file),
         sampling=Sampling(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, seed=args.seed),
         exact=args.exact,
+        kv_cache_type=args.cache_type,
     )
     print(f"pyllama-mtp: serving {config.name} on http://{args.host}:{args.port} ({args.parallel} slots)",
           file=sys.stderr, flush=True)  # fmt: skip
@@ -430,6 +433,16 @@ def _target_placement(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _cache_type_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-ct",
+        "--cache-type",
+        choices=sorted(KV_CACHE_TYPES),
+        default="f16",
+        help="KV cache type for K and V (default f16; turbo4/turbo3/turbo2: 4.5/3.5/2.5 bits a value)",
+    )
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     """The model, drafting and sampling options chat and serve share with llama.cpp's tools."""
     p.add_argument("-m", "--target", required=True, help="target GGUF")
@@ -446,6 +459,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--exact", action="store_true", help="verify rows bitwise as one-token decodes: drafting changes no token"
     )
+    _cache_type_arg(p)
     _placement_args(p)
 
 
@@ -474,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--exact", action="store_true", help="verify rows bitwise as one-token decodes: drafting changes no token"
     )
+    _cache_type_arg(gen)
     _placement_args(gen)
     gen.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     gen.add_argument("--trace", help="write an NDJSON acceptance trace here (see trace-report)")

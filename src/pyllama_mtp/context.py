@@ -19,6 +19,10 @@ class Context(NativeResource):
 
     Logits returned by :meth:`logits` are copies: the native buffer is reused by
     the next decode, so a view would silently change under the caller.
+    ``kv_cache_type`` is the KV cache's element type: ``"f16"`` (default), ``"f32"``, ``"bf16"``,
+    ``"q8_0"``, ``"q4_0"``, or ``"turbo4"`` / ``"turbo3"`` / ``"turbo2"`` (4.5, 3.5 and 2.5 bits a value;
+    quantized V needs flash attention, which ``flash_attn=None`` turns on). A device without kernels for
+    the type raises ``ContextError`` (the turbo types run on the CPU in this release).
     ``exact=True`` computes each row of a decode of up to 32 tokens bitwise as a one-token
     decode of it would (``ContextError`` where a backend cannot).
     """

@@ -90,6 +90,42 @@ bool llama_mtp_internal::set_exact(llama_context * ctx, bool exact) {
     return false;
 }
 
+bool llama_mtp_internal::kv_cache_type_supported(llama_context * ctx, ggml_type type) {
+    // a set_rows into a cache of this type, and the copy a context shift writes back, as the
+    // graph would build them (no data: ggml_backend_dev_supports_op reads only types and shapes)
+    ggml_init_params ip{8 * ggml_tensor_overhead(), nullptr, /*no_alloc =*/true};
+    ggml_context *   gctx = ggml_init(ip);
+    if (gctx == nullptr) {
+        set_error("kv cache check: out of memory");
+        return false;
+    }
+    ggml_tensor * cache = ggml_new_tensor_2d(gctx, type, 256, 4);
+    ggml_tensor * rows  = ggml_new_tensor_2d(gctx, GGML_TYPE_F32, 256, 1);
+    ggml_tensor * ids   = ggml_new_tensor_1d(gctx, GGML_TYPE_I64, 1);
+    ggml_tensor * ops[] = {ggml_set_rows(gctx, cache, rows, ids),
+                           ggml_cpy(gctx, ggml_new_tensor_2d(gctx, GGML_TYPE_F32, 256, 4), cache)};
+    std::string   refused;
+    for (const auto & [buft, mb] : llama_get_memory_breakdown(ctx)) {
+        ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
+        if (mb.context == 0 || dev == nullptr || ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) {
+            continue;
+        }
+        for (ggml_tensor * op : ops) {
+            if (!ggml_backend_dev_supports_op(dev, op)) {
+                refused = ggml_backend_dev_name(dev);
+            }
+        }
+    }
+    ggml_free(gctx);
+    if (!refused.empty()) {
+        set_error(std::string("kv_cache_type ") + ggml_type_name(type) + ": the KV cache is on " + refused +
+                  ", which has no kernels for this type; keep the cache on the CPU (offload_kqv=False) or pick "
+                  "another type");
+        return false;
+    }
+    return true;
+}
+
 extern "C" {
 
 const char * llama_mtp_last_error(void) {
@@ -563,7 +599,8 @@ int32_t llama_mtp_context_create(struct llama_model * model, struct llama_mtp_co
             set_error_with_log("failed to create context");
             return LLAMA_MTP_ERR_CONTEXT;
         }
-        if (!llama_mtp_internal::set_exact(*out, params.exact)) {
+        if (!llama_mtp_internal::kv_cache_type_supported(*out, cp.type_k) ||
+            !llama_mtp_internal::set_exact(*out, params.exact)) {
             llama_free(*out);
             *out = nullptr;
             return LLAMA_MTP_ERR_CONTEXT;
@@ -694,6 +731,34 @@ int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_
             out->context += mb.context;
             out->compute += mb.compute;
         }
+        return LLAMA_MTP_OK;
+    });
+}
+
+int32_t llama_mtp_kv_roundtrip(int32_t type, const float * values, int64_t n, float * out) {
+    if (type < 0 || type >= GGML_TYPE_COUNT || values == nullptr || out == nullptr || n < 0) {
+        set_error("kv roundtrip: needs a ggml type, values, out and n >= 0");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    const ggml_type                gtype  = static_cast<ggml_type>(type);
+    const ggml_type_traits * const traits = ggml_get_type_traits(gtype);
+    if (gtype == GGML_TYPE_F32) {
+        std::memcpy(out, values, static_cast<size_t>(n) * sizeof(float));
+        return LLAMA_MTP_OK;
+    }
+    if (traits->blck_size <= 0 || traits->from_float_ref == nullptr || traits->to_float == nullptr) {
+        set_error(std::string("kv roundtrip: ") + ggml_type_name(gtype) + " cannot be stored from floats");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    if (n % traits->blck_size != 0) {
+        set_error("kv roundtrip: " + std::to_string(n) + " values are not whole blocks of " +
+                  std::to_string(traits->blck_size) + " (" + ggml_type_name(gtype) + ")");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
+    return guarded("kv roundtrip", [&]() -> int32_t {
+        std::vector<uint8_t> stored(ggml_row_size(gtype, n));
+        traits->from_float_ref(values, stored.data(), n);
+        traits->to_float(stored.data(), out, n);
         return LLAMA_MTP_OK;
     });
 }

@@ -155,6 +155,10 @@ struct llama_mtp_memory {
 
 LLAMA_API int32_t llama_mtp_context_memory(const struct llama_context * ctx, struct llama_mtp_memory * out);
 
+// Stores n values (a multiple of the type's block size) as a KV cache of type (an enum ggml_type)
+// would and reads them back into out: the rounding a cache type adds to a model's keys and values.
+LLAMA_API int32_t llama_mtp_kv_roundtrip(int32_t type, const float * values, int64_t n, float * out);
+
 //
 // Draft-MTP sessions: the draft -> batch verify -> accept loop, in C++.
 //

@@ -822,7 +822,8 @@ int32_t llama_mtp_session_create(struct llama_model * target, struct llama_model
             set_error_with_log("failed to create the target context");
             return LLAMA_MTP_ERR_CONTEXT;
         }
-        if (!llama_mtp_internal::set_exact(s->ctx_tgt.get(), params.exact)) {
+        if (!llama_mtp_internal::kv_cache_type_supported(s->ctx_tgt.get(), cp.type_k) ||
+            !llama_mtp_internal::set_exact(s->ctx_tgt.get(), params.exact)) {
             return LLAMA_MTP_ERR_CONTEXT;
         }
         if (s->drafter != nullptr) {

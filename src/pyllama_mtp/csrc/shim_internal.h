@@ -84,6 +84,10 @@ llama_context_params to_llama_params(const llama_mtp_context_params & params);
 // Turns batch invariance on for ctx; false (last error set) where a backend of ctx cannot.
 bool set_exact(llama_context * ctx, bool exact);
 
+// false (with the last error set) when a device holding ctx's KV cache cannot write rows of its
+// type there: the scheduler would abort at the first decode instead
+bool kv_cache_type_supported(llama_context * ctx, ggml_type type);
+
 // Runs f, turning C++ exceptions into LLAMA_MTP_ERR_INTERNAL: nothing may cross the C boundary.
 template <typename F>
 int32_t guarded(const char * what, F && f) {

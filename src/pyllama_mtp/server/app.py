@@ -57,6 +57,8 @@ class ServerConfig:
     #: verify rows bitwise as one-token decodes (``MtpSession(exact=True)``): replies are the target
     #: alone's, token for token, at any n_draft
     exact: bool = False
+    #: each slot's KV cache type (``MtpSession(kv_cache_type=...)``): "turbo3" keeps 4.6x the tokens of "f16"
+    kv_cache_type: str = "f16"
 
     @property
     def name(self) -> str:
@@ -120,7 +122,8 @@ class _Server:
         threads = _threads_per_slot(config)
         slots = [
             Slot(i, MtpSession(self.target, self.drafter, n_draft=n_draft, max_draft=config.max_draft,
-                               n_ctx=config.n_ctx, n_threads=threads, sampling=config.sampling, exact=config.exact))
+                               n_ctx=config.n_ctx, n_threads=threads, sampling=config.sampling, exact=config.exact,
+                               kv_cache_type=config.kv_cache_type))
             for i in range(config.n_parallel)
         ]  # fmt: skip
         self.pool = SlotPool(slots)
