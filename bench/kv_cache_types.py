@@ -29,7 +29,6 @@ TYPES = ("f16", "q8_0", "q4_0", "turbo4", "turbo3", "turbo2")
 
 def measure(shape: str, contexts: list[int], n_decode: int, n_batch: int, gpu: bool) -> dict[str, Any]:
     from pyllama_mtp import Context, Model
-    from pyllama_mtp._native import ffi, lib
     from pyllama_mtp.benchmark import shapes
 
     pair = shapes.build(shape, "random", "cuda" if gpu else None)
@@ -40,8 +39,7 @@ def measure(shape: str, contexts: list[int], n_decode: int, n_batch: int, gpu: b
             tokens = [10 + (i * 7919) % (vocab - 20) for i in range(n_ctx)]
             for kv_type in TYPES:
                 with Context(target, n_ctx=n_ctx + n_decode, n_batch=n_batch, kv_cache_type=kv_type) as ctx:
-                    mem = ffi.new("struct llama_mtp_memory *")
-                    assert lib.llama_mtp_context_memory(ctx.ptr, mem) == lib.LLAMA_MTP_OK
+                    kv_bytes = ctx.memory()["context"]
                     ctx.decode(tokens[:n_batch])  # warm-up: graphs, buffers
                     ctx.truncate(0)
                     start = time.perf_counter()
@@ -54,7 +52,7 @@ def measure(shape: str, contexts: list[int], n_decode: int, n_batch: int, gpu: b
                 row = {
                     "kv_cache_type": kv_type,
                     "n_ctx": n_ctx,
-                    "kv_bytes_per_token": int(mem.context) / (n_ctx + n_decode),
+                    "kv_bytes_per_token": kv_bytes / (n_ctx + n_decode),
                     "prefill_tokens_per_s": n_ctx / prefill,
                     "decode_tokens_per_s": n_decode / decode,
                 }

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from pyllama_mtp import Context, Model
-from pyllama_mtp._native import ffi, lib
 from pyllama_mtp.fixtures import PairConfig
 
 from parity import EXACT, ON_GPU
@@ -21,17 +20,11 @@ SIZES: dict[str, int] = {"n_ctx": 1024, "n_batch": 64}
 TOLERANCE = 0.05 if ON_GPU else 5e-3
 
 
-def _kv_bytes(ctx: Context) -> int:
-    mem = ffi.new("struct llama_mtp_memory *")
-    assert lib.llama_mtp_context_memory(ctx.ptr, mem) == lib.LLAMA_MTP_OK
-    return int(mem.context)
-
-
 @pytest.mark.parametrize("swa_full", [False, True])
 def test_gemma4_cache_can_shift(target: Model, swa_full: bool) -> None:
     with Context(target, swa_full=swa_full, **SIZES) as ctx, Context(target, swa_full=True, **SIZES) as full:
         # without swa_full the sliding-window cache is smaller than the global one (window + batch)
-        assert (_kv_bytes(ctx) < _kv_bytes(full)) == (not swa_full)
+        assert (ctx.memory()["context"] < full.memory()["context"]) == (not swa_full)
         assert ctx.can_shift
 
 

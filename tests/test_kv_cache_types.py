@@ -143,20 +143,12 @@ def test_rotation_off_makes_the_outlier_case_worse(kv_type: str) -> None:
     assert unrotated > 5 * rotated, (rotated, unrotated)
 
 
-def _kv_bytes(ctx: Context) -> int:
-    from pyllama_mtp._native import ffi, lib
-
-    mem = ffi.new("struct llama_mtp_memory *")
-    assert lib.llama_mtp_context_memory(ctx.ptr, mem) == lib.LLAMA_MTP_OK
-    return int(mem.context)
-
-
 def test_kv_bytes_per_token(target: Model) -> None:
     """The cache's bytes against f16's: 16 / bits-per-value, for every layer of both caches."""
     sizes = {}
     for kv_type in ("f16", "q4_0", *TURBO):
         with Context(target, n_ctx=1024, swa_full=True, kv_cache_type=kv_type) as ctx:
-            sizes[kv_type] = _kv_bytes(ctx)
+            sizes[kv_type] = ctx.memory()["context"]
     for kv_type in ("q4_0", *TURBO):  # (a GPU pads each buffer: turbo4 3.536 on the H200)
         assert sizes["f16"] / sizes[kv_type] == pytest.approx(16 / BITS[kv_type], rel=1e-2)
     assert sizes["f16"] / sizes["turbo3"] >= 4.5

@@ -16,7 +16,16 @@ try:
 except ImportError as exc:  # pragma: no cover - only without a build
     raise ImportError("pyllama_mtp._lib is not built; install the package with `pip install .` (see README)") from exc
 
-__all__ = ["ffi", "lib", "check", "raise_status", "cstr", "kv_cache_type", "CUDA_LIBRARIES_FROM_WHEELS"]
+__all__ = [
+    "ffi",
+    "lib",
+    "check",
+    "raise_status",
+    "cstr",
+    "kv_cache_type",
+    "context_memory",
+    "CUDA_LIBRARIES_FROM_WHEELS",
+]
 
 lib.llama_mtp_init(int(os.environ.get("PYLLAMA_MTP_VERBOSITY", "0")))
 
@@ -37,6 +46,13 @@ def kv_cache_type(name: str) -> int:
         return KV_CACHE_TYPES[name]
     except KeyError:
         raise ValueError(f"kv_cache_type must be one of {sorted(KV_CACHE_TYPES)}, got {name!r}") from None
+
+
+def context_memory(ctx: Any) -> dict[str, int]:
+    """Bytes a native context holds: ``model`` (weights), ``context`` (KV cache), ``compute`` (buffers)."""
+    m = ffi.new("struct llama_mtp_memory *")
+    check(lib.llama_mtp_context_memory(ctx, m))
+    return {"model": int(m.model), "context": int(m.context), "compute": int(m.compute)}
 
 
 def cstr(ptr: Any) -> str:

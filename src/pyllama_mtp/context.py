@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._native import check, ffi, lib
+from ._native import context_memory as _context_memory
 from ._native import kv_cache_type as _kv_type
 from ._resource import NativeResource
 from .errors import ContextError, ContextOverflowError
@@ -22,7 +23,7 @@ class Context(NativeResource):
     ``kv_cache_type`` is the KV cache's element type: ``"f16"`` (default), ``"f32"``, ``"bf16"``,
     ``"q8_0"``, ``"q4_0"``, or ``"turbo4"`` / ``"turbo3"`` / ``"turbo2"`` (4.5, 3.5 and 2.5 bits a value;
     quantized V needs flash attention, which ``flash_attn=None`` turns on). A device without kernels for
-    the type raises ``ContextError`` (the turbo types run on the CPU in this release).
+    the type raises ``ContextError`` (Metal, for the turbo types). :meth:`memory` reports the bytes.
     ``exact=True`` computes each row of a decode of up to 32 tokens bitwise as a one-token
     decode of it would (``ContextError`` where a backend cannot).
     """
@@ -146,6 +147,10 @@ class Context(NativeResource):
         lib.llama_memory_seq_add(mem, 0, start, -1, delta)
         self.n_past = int(lib.llama_memory_seq_pos_max(mem, 0)) + 1
         self._n_outputs = 0
+
+    def memory(self) -> dict[str, int]:
+        """Bytes this context holds: ``model`` (weights), ``context`` (KV cache), ``compute`` (buffers)."""
+        return _context_memory(self.ptr)
 
     @property
     def state_size(self) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._native import check, ffi, lib
+from ._native import context_memory as _context_memory
 from ._native import kv_cache_type as _kv_type
 from ._resource import NativeResource
 from ._text import TextStream
@@ -474,8 +475,6 @@ class MtpSession(NativeResource):
         ):
             if ctx == ffi.NULL:
                 continue
-            m = ffi.new("struct llama_mtp_memory *")
             with self._busy:
-                check(lib.llama_mtp_context_memory(ctx, m))
-            result[name] = {"model": int(m.model), "context": int(m.context), "compute": int(m.compute)}
+                result[name] = _context_memory(ctx)
         return result
