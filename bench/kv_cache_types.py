@@ -1,14 +1,17 @@
 """KV cache types side by side: bytes per token, prefill and decode speed at long contexts.
 
-    python bench/kv_cache_types.py [--shape tiny] [--contexts 4096] [--out bench/results/DATE-DEVICE-kv.json]
+    python bench/kv_cache_types.py [--shape tiny] [--contexts 4096] [--types f16,q4_0,turbo3] [--swa-full]
+        [--gpu] [--out bench/results/DATE-DEVICE-kv.json]
 
 One target of ``--shape`` (``pyllama_mtp.benchmark.shapes``), one context per cache type and
 context length. Prefill: the context filled with ``--contexts`` tokens in ``n_batch`` chunks
 (tokens/s). Decode: ``--n-decode`` single-token decodes after it (tokens/s at that depth). KV bytes
 per token: the context's cache bytes (both of Gemma 4's caches, every layer) over its cells.
 Contenders: f16 (the default), q8_0, q4_0 and the turbo types; every row runs in the same process
-on the same model. Schema (``schema`` = 1): ``device``, ``commit``, ``date``, ``command``, ``shape``,
-``rows`` (``kv_cache_type``, ``n_ctx``, ``kv_bytes_per_token``, ``prefill_tokens_per_s``,
+on the same model. The sliding-window layers keep a window's cells as MtpSession and llama-server
+do; ``--swa-full`` gives them the whole context (flash attention then skips the masked cells only
+where its kernel can). Schema (``schema`` = 2): ``device``, ``commit``, ``date``, ``command``,
+``shape``, ``swa_full``, ``rows`` (``kv_cache_type``, ``n_ctx``, ``kv_bytes_per_token``, ``prefill_tokens_per_s``,
 ``decode_tokens_per_s``), ``summary``: per type and context ``{type}_kv_ratio`` (f16 bytes over
 its bytes), ``{type}_decode_over_f16_{n}`` and ``{type}_prefill_over_f16_{n}``, and the issue's
 keys ``turbo3_kv_ratio`` and ``turbo3_decode_over_f16`` (at the longest context).
@@ -27,7 +30,9 @@ from _common import git_commit, write_result
 TYPES = ("f16", "q8_0", "q4_0", "turbo4", "turbo3", "turbo2")
 
 
-def measure(shape: str, contexts: list[int], n_decode: int, n_batch: int, gpu: bool) -> dict[str, Any]:
+def measure(
+    shape: str, contexts: list[int], types: list[str], n_decode: int, n_batch: int, gpu: bool, swa_full: bool
+) -> dict[str, Any]:
     from pyllama_mtp import Context, Model
     from pyllama_mtp.benchmark import shapes
 
@@ -37,8 +42,10 @@ def measure(shape: str, contexts: list[int], n_decode: int, n_batch: int, gpu: b
         vocab = target.n_vocab
         for n_ctx in contexts:
             tokens = [10 + (i * 7919) % (vocab - 20) for i in range(n_ctx)]
-            for kv_type in TYPES:
-                with Context(target, n_ctx=n_ctx + n_decode, n_batch=n_batch, kv_cache_type=kv_type) as ctx:
+            for kv_type in types:
+                with Context(
+                    target, n_ctx=n_ctx + n_decode, n_batch=n_batch, kv_cache_type=kv_type, swa_full=swa_full
+                ) as ctx:
                     kv_bytes = ctx.memory()["context"]
                     ctx.decode(tokens[:n_batch])  # warm-up: graphs, buffers
                     ctx.truncate(0)
@@ -58,13 +65,13 @@ def measure(shape: str, contexts: list[int], n_decode: int, n_batch: int, gpu: b
                 }
                 print(row, file=sys.stderr, flush=True)
                 rows.append(row)
-    return {"shape": shape, "rows": rows, "summary": summarize(rows, contexts)}
+    return {"shape": shape, "swa_full": swa_full, "rows": rows, "summary": summarize(rows, contexts, types)}
 
 
-def summarize(rows: list[dict[str, Any]], contexts: list[int]) -> dict[str, float]:
+def summarize(rows: list[dict[str, Any]], contexts: list[int], types: list[str]) -> dict[str, float]:
     by = {(r["kv_cache_type"], r["n_ctx"]): r for r in rows}
     summary: dict[str, float] = {}
-    for kv_type in TYPES[1:]:
+    for kv_type in types[1:]:
         summary[f"{kv_type}_kv_ratio"] = (
             by["f16", contexts[0]]["kv_bytes_per_token"] / by[kv_type, contexts[0]]["kv_bytes_per_token"]
         )
@@ -73,7 +80,8 @@ def summarize(rows: list[dict[str, Any]], contexts: list[int]) -> dict[str, floa
                 summary[f"{kv_type}_{what}_over_f16_{n}"] = (
                     by[kv_type, n][f"{what}_tokens_per_s"] / by["f16", n][f"{what}_tokens_per_s"]
                 )
-    summary["turbo3_decode_over_f16"] = summary[f"turbo3_decode_over_f16_{contexts[-1]}"]
+    if "turbo3" in types:
+        summary["turbo3_decode_over_f16"] = summary[f"turbo3_decode_over_f16_{contexts[-1]}"]
     return summary
 
 
@@ -81,20 +89,37 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="tiny")
     parser.add_argument("--contexts", default="4096", help="comma-separated context lengths (tokens)")
+    parser.add_argument("--types", default=",".join(TYPES), help="comma-separated cache types, f16 first")
     parser.add_argument("--n-decode", type=int, default=64)
     parser.add_argument("--n-batch", type=int, default=512)
     parser.add_argument("--gpu", action="store_true", help="weights and cache on the GPU")
+    parser.add_argument(
+        "--swa-full",
+        action="store_true",
+        help="sliding-window layers keep the whole context (MtpSession and llama-server keep a window)",
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
+    types = args.types.split(",")
+    if types[0] != "f16":
+        parser.error("--types must start with f16, the reference")
     from pyllama_mtp.benchmark.harness import device_name
 
     result = {
-        "schema": 1,
+        "schema": 2,
         "device": device_name("gpu" if args.gpu else "cpu"),
         "commit": git_commit(),
         "date": datetime.date.today().isoformat(),
         "command": " ".join(["python", *sys.argv]),
-        **measure(args.shape, [int(n) for n in args.contexts.split(",")], args.n_decode, args.n_batch, args.gpu),
+        **measure(
+            args.shape,
+            [int(n) for n in args.contexts.split(",")],
+            types,
+            args.n_decode,
+            args.n_batch,
+            args.gpu,
+            args.swa_full,
+        ),
     }
     write_result(result, args.out)
     return 0
