@@ -26,5 +26,8 @@ as_a_user "$main" 2>&1 | tee "$work/main.log"
 grep '^built for: ' "$work/main.log" || { echo "newcomer: the demo did not say what it was built for"; exit 1; }
 [ "$(grep -c '^parity: ' "$work/main.log")" -eq 2 ] || { echo "newcomer: no parity line per pair"; exit 1; }
 [ "$(grep -c '^acceptance: ' "$work/main.log")" -eq 2 ] || { echo "newcomer: no acceptance line per pair"; exit 1; }
+# the source build's stage times, which the build keeps in its folder (pip shows no build output)
+times=$(cat "$work"/clone/build/*/build_times.txt 2>/dev/null) || { echo "newcomer: the build kept no stage times"; exit 1; }
+echo "newcomer: source build: $(echo "$times" | paste -sd, - | sed 's/,/, /g')"
 echo "newcomer: $tests"
 as_a_user "$tests"
