@@ -10,8 +10,11 @@ from the per-step cost (the chained step's kernels). The k = 0 row is the target
 
     python bench/profile_draft.py --shape e2b --out bench/results/DATE-DEVICE-profile-draft.json
 
-``--ncu``: each kernel's device time per step, from Nsight Compute, for a target step alone
-(k = 0) and draft-MTP steps at k = 1 and 3, side by side: where a verify pass's extra time goes.
+``--ncu``: each kernel's device time and DRAM bytes per step, from Nsight Compute, for a target
+step alone (k = 0) and draft-MTP steps at k = 1 and 3 (verifies of 2 and 4 tokens), side by side:
+where a verify pass's extra time goes. Kernels run one at a time under ncu, with caches and clocks
+as the step leaves them (``--cache-control none --clock-control none``; files before 2026-12-04
+flushed caches and locked base clocks, so their times run higher).
 ``--kernels K`` (internal) profiles a few steps at k = K between cudaProfilerStart/Stop.
 
     python bench/profile_draft.py --shape e2b --ncu --out bench/results/DATE-DEVICE-kernels.json
@@ -51,6 +54,8 @@ PROMPT = "the quick brown fox jumps over the lazy dog"
 NCU_KS = (0, 1, 3)
 NCU_STEPS = 4
 # Nsight Compute's time units, in microseconds
+NCU_BYTES = ("dram__bytes_read.sum", "dram__bytes_write.sum")
+NCU_BYTE_UNITS = {"byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9}
 NCU_UNITS = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}
 
 
@@ -107,19 +112,25 @@ def measure(shape: str, device: str, n_predict: int, kernels: int | None) -> dic
 def kernel_times(ncu_csv: str, n_steps: int) -> dict[str, Any]:
     """Per-step device time of each kernel (by function name) from ``ncu --csv`` output."""
     per_kernel: dict[str, float] = collections.defaultdict(float)
+    moved: dict[str, float] = collections.defaultdict(float)
     launches: dict[str, int] = collections.defaultdict(int)
     body = ncu_csv[ncu_csv.index('"ID"') :]
     for row in csv.DictReader(io.StringIO(body)):
-        if row.get("Metric Name") != "gpu__time_duration.sum":
-            continue
-        us = float(row["Metric Value"].replace(",", "")) * NCU_UNITS[row["Metric Unit"]]
-        per_kernel[row["Kernel Name"]] += us / n_steps
-        launches[row["Kernel Name"]] += 1
+        value = float(row["Metric Value"].replace(",", ""))
+        if row.get("Metric Name") == "gpu__time_duration.sum":
+            per_kernel[row["Kernel Name"]] += value * NCU_UNITS[row["Metric Unit"]] / n_steps
+            launches[row["Kernel Name"]] += 1
+        elif row.get("Metric Name") in NCU_BYTES:
+            moved[row["Kernel Name"]] += value * NCU_BYTE_UNITS[row["Metric Unit"]] / n_steps
     ranked = sorted(per_kernel, key=per_kernel.__getitem__, reverse=True)
     return {
         "us_per_step": sum(per_kernel.values()),
+        "dram_bytes_per_step": sum(moved.values()),
         "launches_per_step": sum(launches.values()) / n_steps,
-        "kernels": {name: {"us": per_kernel[name], "launches": launches[name] / n_steps} for name in ranked},
+        "kernels": {
+            name: {"us": per_kernel[name], "dram_bytes": moved[name], "launches": launches[name] / n_steps}
+            for name in ranked
+        },
     }
 
 
@@ -137,8 +148,12 @@ def profile_kernels(args: argparse.Namespace) -> dict[str, Any]:
             args.ncu,
             "--profile-from-start",
             "off",
+            "--cache-control",
+            "none",
+            "--clock-control",
+            "none",
             "--metrics",
-            "gpu__time_duration.sum",
+            ",".join(("gpu__time_duration.sum", *NCU_BYTES)),
             "--print-kernel-base",
             "function",
             "--csv",

@@ -286,6 +286,21 @@ def test_a_window_gives_the_same_result_in_any_batch(tmp_path: Path, fused: bool
         assert np.abs(one[i] - sf.onnx_run(model, chunk[None, None, :])[0]).max() <= TOL
 
 
+def test_the_cpu_result_does_not_depend_on_the_threads(tmp_path: Path) -> None:
+    # the fused CPU ops split their work by window, by direction and group of windows, or (with
+    # fewer windows than threads) by slices of one window; every output still sums in one order
+    model = sf.pyannet(seed=5, gain=GAIN)
+    audio = np.concatenate([waveform(s) for s in range(8, 11)])
+    path = gguf_of(model, tmp_path / "net.gguf")
+    runs = []
+    for n_threads in (1, 2, 3):
+        with Segmenter(path, use_gpu=False, n_threads=n_threads) as seg:
+            runs.append((seg.segment(audio[: sf.WINDOW_SAMPLES]), seg.segment_long(audio, step_s=4.0, batch_size=5)))
+    for single, batched in runs[1:]:
+        np.testing.assert_array_equal(single, runs[0][0])
+        np.testing.assert_array_equal(batched.log_probs, runs[0][1].log_probs)
+
+
 @pytest.mark.parametrize("fused", FUSED)
 def test_sizes_off_the_vector_width_match_onnxruntime(tmp_path: Path, fused: bool) -> None:
     # the CPU kernels work in blocks of 16 rows: hidden 20 (80 gate rows), 24 filters of 31 taps
