@@ -131,8 +131,8 @@ int32_t llama_mtp_segmenter_load(const char * path, struct llama_mtp_segmenter_p
 void llama_mtp_segmenter_free(struct llama_segmentation * seg);
 void llama_mtp_segmenter_info(const struct llama_segmentation * seg, int32_t * sample_rate, int32_t * n_classes);
 int64_t llama_mtp_segmenter_n_frames(const struct llama_segmentation * seg, int64_t n_samples);
-int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_samples,
-                                int64_t n_windows, float * out, int64_t n_out);
+int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_total,
+                                int64_t n_samples, int64_t step, int64_t n_windows, float * out, int64_t n_out);
 
 /* llama.h, used as is */
 void llama_model_free(struct llama_model * model);

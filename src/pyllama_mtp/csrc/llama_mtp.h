@@ -347,11 +347,13 @@ LLAMA_API void    llama_mtp_segmenter_info(const struct llama_segmentation * seg
                                            int32_t * n_classes);
 // Frames for a window of n_samples (0: too short).
 LLAMA_API int64_t llama_mtp_segmenter_n_frames(const struct llama_segmentation * seg, int64_t n_samples);
-// n_windows windows of n_samples each, one after the other in samples (1 ..
-// LLAMA_SEGMENTATION_MAX_WINDOWS), run as one batch. out: n_windows * n_frames * n_classes
+// n_windows windows of n_samples each (1 .. LLAMA_SEGMENTATION_MAX_WINDOWS), window i starting at
+// sample i * step of samples (n_total long; each window starts inside it, and what the last ones
+// read past its end is zeros), run as one batch. out: n_windows * n_frames * n_classes
 // log-probabilities, window-major then frame-major; n_out its capacity in floats.
-LLAMA_API int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_samples,
-                                          int64_t n_windows, float * out, int64_t n_out);
+LLAMA_API int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_total,
+                                          int64_t n_samples, int64_t step, int64_t n_windows, float * out,
+                                          int64_t n_out);
 
 #ifdef __cplusplus
 }

@@ -42,8 +42,8 @@ int64_t llama_mtp_segmenter_n_frames(const struct llama_segmentation * seg, int6
     return llama_segmentation_n_frames(seg, n_samples);
 }
 
-int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_samples,
-                                int64_t n_windows, float * out, int64_t n_out) {
+int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_total,
+                                int64_t n_samples, int64_t step, int64_t n_windows, float * out, int64_t n_out) {
     if (seg == nullptr || samples == nullptr || out == nullptr) {
         set_error("segmenter, samples or out is NULL");
         return LLAMA_MTP_ERR_INVALID_ARG;
@@ -53,8 +53,14 @@ int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * s
                   std::to_string(LLAMA_SEGMENTATION_MAX_WINDOWS));
         return LLAMA_MTP_ERR_INVALID_ARG;
     }
+    if (step < 1 || n_samples < 1 || n_total < 1 || (n_windows - 1) * step >= n_total) {
+        set_error("windows of " + std::to_string(n_samples) + " samples every " + std::to_string(step) + ": " +
+                  std::to_string(n_windows) + " of them do not all start inside " + std::to_string(n_total) +
+                  " samples");
+        return LLAMA_MTP_ERR_INVALID_ARG;
+    }
     return guarded("segmenter run", [&]() -> int32_t {
-        if (llama_segmentation_run_batch(seg, samples, n_samples, n_windows, out, n_out) != 0) {
+        if (llama_segmentation_run_windows(seg, samples, n_total, n_samples, step, n_windows, out, n_out) != 0) {
             set_error_with_log("segmentation failed");
             return LLAMA_MTP_ERR_INTERNAL;
         }
