@@ -156,8 +156,9 @@ class Segmenter(NativeResource):
 
         Windows run ``batch_size`` at a time in one graph (the weights are read once per LSTM step
         for the whole batch; memory grows with it: about 30 MB per 10 s window on the CPU). A
-        window's result does not depend on the batch it ran in. ``progress(done, total)`` is
-        called after each batch with the windows done so far.
+        window's result does not depend on the batch it ran in; a batch's windows are read where
+        they lie in ``waveform``, not copied out one by one. ``progress(done, total)`` is called
+        after each batch with the windows done so far.
         """
         self._check_rate(sample_rate)
         if step_s <= 0 or window_s <= 0:
