@@ -54,7 +54,8 @@ def _check_finite(x: npt.NDArray[np.float32]) -> None:
     # x . x is NaN or infinite whenever x holds either (squares are never negative, so no inf - inf),
     # and is one BLAS pass, several times faster than isfinite over a batch; only an overflowing
     # sum of squares (samples beyond ~1e19) takes the exact test
-    if not np.isfinite(np.dot(x.reshape(-1), x.reshape(-1))) and not np.all(np.isfinite(x)):
+    flat = x.reshape(-1)
+    if not np.isfinite(np.dot(flat, flat)) and not np.all(np.isfinite(x)):
         raise ValueError("input contains NaN or infinity")
 
 
