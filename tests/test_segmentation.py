@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime", reason="the reference runtime ([test] extra)"
 
 from onnx import numpy_helper  # noqa: E402
 
-from pyllama_mtp import ClosedError, ModelLoadError  # noqa: E402
+from pyllama_mtp import ClosedError, InvalidAudioError, ModelLoadError  # noqa: E402
 from pyllama_mtp import convert_segmentation as conv  # noqa: E402
 from pyllama_mtp import seg_fixtures as sf  # noqa: E402
 from pyllama_mtp.fixtures import Pair  # noqa: E402
@@ -197,16 +197,40 @@ def test_bad_input_raises_and_the_segmenter_stays_usable(tmp_path: Path) -> None
             seg.segment(np.zeros(150 * sf.SAMPLE_RATE, dtype=np.float32))  # 150 s: 8,800+ frames
         bad = wav.copy()
         bad[5] = np.nan
-        with pytest.raises(ValueError, match="NaN"):
+        with pytest.raises(InvalidAudioError, match="NaN"):
             seg.segment(bad)
-        with pytest.raises(ValueError, match="NaN"):
+        with pytest.raises(InvalidAudioError, match="NaN"):
             seg.segment_long(np.concatenate([wav, bad]))
+        with pytest.raises(InvalidAudioError, match="empty"):
+            seg.segment_long(wav[:0])
         for batch_size in (0, 257):
             with pytest.raises(ValueError, match="batch_size"):
                 seg.segment_long(wav, batch_size=batch_size)
         assert np.abs(seg.segment(wav) - sf.onnx_run(model, wav[None, None, :])[0]).max() <= TOL
     with pytest.raises(ClosedError):
         seg.segment(wav)
+
+
+@pytest.mark.parametrize("fused_lstm", [True, False], ids=["fused", "ggml-ops"])
+def test_nonfinite_samples_are_found_where_they_are_summed(tmp_path: Path, fused_lstm: bool) -> None:
+    # the library's check: the fused CPU path flags a window whose norm sums to NaN or infinity,
+    # every other graph (the GPU's) sums the batch's samples; an overflowing sum of finite samples
+    # is checked sample by sample and is not an error
+    model = sf.pyannet(seed=0)
+    wav = waveform(0)
+    with Segmenter(gguf_of(model, tmp_path / "net.gguf"), fused_lstm=fused_lstm) as seg:
+        good = seg.segment(wav)
+        for value, where in ((np.nan, 0), (np.inf, len(wav) // 2), (-np.inf, len(wav) - 1)):
+            bad = wav.copy()
+            bad[where] = value
+            with pytest.raises(InvalidAudioError, match="NaN or infinite"):
+                seg.segment(bad)
+            # a batch of three windows, the bad sample in the last one only
+            with pytest.raises(InvalidAudioError, match="NaN or infinite"):
+                seg.segment_long(np.concatenate([wav, wav, bad]), window_s=10.0, step_s=10.0, batch_size=3)
+        huge = np.full_like(wav, 1e37)  # their float sum overflows
+        seg.segment(huge)  # finite samples, whatever the network makes of them
+        assert np.array_equal(seg.segment(wav), good)
 
 
 def test_converter_refuses_what_it_cannot_represent(tmp_path: Path) -> None:

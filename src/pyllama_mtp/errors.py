@@ -35,6 +35,10 @@ class InvalidTokenError(PyllamaMtpError, ValueError):
     """A token id outside the model's vocabulary."""
 
 
+class InvalidAudioError(PyllamaMtpError, ValueError):
+    """Audio a segmenter cannot take: empty, or holding NaN or infinite samples."""
+
+
 class IncompatibleModelsError(PyllamaMtpError, ValueError):
     """A target and drafter that cannot run together (vocabulary, hidden width, no MTP head)."""
 

@@ -15,6 +15,7 @@ import numpy.typing as npt
 from ._gguf_file import check_gguf_file
 from ._native import check, ffi, lib
 from ._resource import NativeResource
+from .errors import InvalidAudioError
 
 
 def powerset_classes(n_speakers: int = 3, max_per_frame: int = 2) -> list[tuple[int, ...]]:
@@ -47,16 +48,6 @@ class Windows:
     log_probs: npt.NDArray[np.float32]  # (n_windows, frames, classes)
     window_s: float
     frame_s: float  # seconds between consecutive frames of a window
-
-
-def _check_finite(x: npt.NDArray[np.float32]) -> None:
-    """Raise ValueError when ``x`` holds a NaN or an infinity."""
-    # x . x is NaN or infinite whenever x holds either (squares are never negative, so no inf - inf),
-    # and is one BLAS pass, several times faster than isfinite over a batch; only an overflowing
-    # sum of squares (samples beyond ~1e19) takes the exact test
-    flat = x.reshape(-1)
-    if not np.isfinite(np.dot(flat, flat)) and not np.all(np.isfinite(x)):
-        raise ValueError("input contains NaN or infinity")
 
 
 class Segmenter(NativeResource):
@@ -109,7 +100,8 @@ class Segmenter(NativeResource):
         """Frame log-probabilities ``(frames, n_classes)`` of one mono window.
 
         ``waveform`` is 1-D float32 audio at the model's sample rate (``sample_rate`` is checked,
-        not resampled). A model without a front-end takes ``(frames, features)`` instead.
+        not resampled). A model without a front-end takes ``(frames, features)`` instead. NaN or
+        infinite samples raise :class:`~pyllama_mtp.errors.InvalidAudioError`.
         """
         self._check_rate(sample_rate)
         x = np.ascontiguousarray(waveform, dtype=np.float32)
@@ -119,16 +111,16 @@ class Segmenter(NativeResource):
         if x.ndim not in (1, 2) or n < 1 or (x.ndim == 2 and x.shape[0] != n):
             raise ValueError(f"input of shape {x.shape} gives no frame (a window must be longer)")
         self._check_frames(n)
-        _check_finite(x)
-        one: npt.NDArray[np.float32] = self._run(x, 1, n, window=x.size, step=x.size)[0]
+        out = np.empty((1, n, self.n_classes), dtype=np.float32)
+        self._run(x, out, window=x.size, step=x.size)
+        one: npt.NDArray[np.float32] = out[0]
         return one
 
-    def _run(
-        self, x: npt.NDArray[np.float32], n_windows: int, n_frames: int, *, window: int, step: int
-    ) -> npt.NDArray[np.float32]:
-        """``n_windows`` windows of ``window`` samples, one every ``step`` from the start of ``x`` (what
-        the last reads past its end is zeros), as one batch -> ``(n_windows, frames, classes)``."""
-        out = np.empty((n_windows, n_frames, self.n_classes), dtype=np.float32)
+    def _run(self, x: npt.NDArray[np.float32], out: npt.NDArray[np.float32], *, window: int, step: int) -> None:
+        """``len(out)`` windows of ``window`` samples, one every ``step`` from the start of ``x`` (what
+        the last reads past its end is zeros), as one batch into ``out`` ``(windows, frames, classes)``,
+        C-contiguous. The library finds NaN or infinite samples in a sum it takes where the samples
+        are (on a GPU, one reduction rather than a host pass over them per call)."""
         check(
             lib.llama_mtp_segmenter_run(
                 self.ptr,
@@ -136,12 +128,12 @@ class Segmenter(NativeResource):
                 x.size,
                 window,
                 step,
-                n_windows,
+                len(out),
                 ffi.from_buffer("float[]", out),
                 out.size,
-            )
+            ),
+            invalid_arg=InvalidAudioError,
         )
-        return out
 
     def segment_long(
         self,
@@ -159,7 +151,8 @@ class Segmenter(NativeResource):
         for the whole batch; memory grows with it: about 30 MB per 10 s window on the CPU). A
         window's result does not depend on the batch it ran in; a batch's windows are read where
         they lie in ``waveform``, not copied out one by one. ``progress(done, total)`` is called
-        after each batch with the windows done so far.
+        after each batch with the windows done so far. An empty waveform, or NaN or infinite
+        samples, raise :class:`~pyllama_mtp.errors.InvalidAudioError`.
         """
         self._check_rate(sample_rate)
         if step_s <= 0 or window_s <= 0:
@@ -169,8 +162,7 @@ class Segmenter(NativeResource):
             raise ValueError(f"batch_size must be in 1 .. {max_batch}, got {batch_size}")
         x = np.ascontiguousarray(waveform, dtype=np.float32).reshape(-1)
         if x.size == 0:
-            raise ValueError("the waveform is empty")
-        _check_finite(x)
+            raise InvalidAudioError("the waveform is empty")
         win, step = round(window_s * self.sample_rate), round(step_s * self.sample_rate)
         frames = self.n_frames(win)
         if frames < 1:
@@ -180,8 +172,9 @@ class Segmenter(NativeResource):
         out = np.empty((n_windows, frames, self.n_classes), dtype=np.float32)
         for first in range(0, n_windows, batch_size):
             n = min(batch_size, n_windows - first)
-            # the batch's windows are read from the recording where they lie (no copy per window)
-            out[first : first + n] = self._run(x[first * step :], n, frames, window=win, step=step)
+            # the batch's windows are read from the recording where they lie (no copy per window),
+            # their results written where they belong
+            self._run(x[first * step :], out[first : first + n], window=win, step=step)
             if progress is not None:
                 progress(first + n, n_windows)
         return Windows(np.arange(n_windows) * step / self.sample_rate, out, window_s, window_s / frames)

@@ -351,6 +351,7 @@ LLAMA_API int64_t llama_mtp_segmenter_n_frames(const struct llama_segmentation *
 // sample i * step of samples (n_total long; each window starts inside it, and what the last ones
 // read past its end is zeros), run as one batch. out: n_windows * n_frames * n_classes
 // log-probabilities, window-major then frame-major; n_out its capacity in floats.
+// LLAMA_MTP_ERR_INVALID_ARG (out not written) when the samples hold a NaN or an infinity.
 LLAMA_API int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * samples, int64_t n_total,
                                           int64_t n_samples, int64_t step, int64_t n_windows, float * out,
                                           int64_t n_out);

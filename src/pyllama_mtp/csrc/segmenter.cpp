@@ -60,7 +60,13 @@ int32_t llama_mtp_segmenter_run(struct llama_segmentation * seg, const float * s
         return LLAMA_MTP_ERR_INVALID_ARG;
     }
     return guarded("segmenter run", [&]() -> int32_t {
-        if (llama_segmentation_run_windows(seg, samples, n_total, n_samples, step, n_windows, out, n_out) != 0) {
+        const int32_t status =
+            llama_segmentation_run_windows(seg, samples, n_total, n_samples, step, n_windows, out, n_out);
+        if (status == LLAMA_SEGMENTATION_NONFINITE) {
+            set_error("the waveform holds NaN or infinite samples");
+            return LLAMA_MTP_ERR_INVALID_ARG;
+        }
+        if (status != 0) {
             set_error_with_log("segmentation failed");
             return LLAMA_MTP_ERR_INTERNAL;
         }
