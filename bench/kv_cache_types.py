@@ -1,7 +1,7 @@
 """KV cache types side by side: bytes per token, prefill and decode speed at long contexts.
 
     python bench/kv_cache_types.py [--shape tiny] [--contexts 4096] [--types f16,q4_0,turbo3] [--swa-full]
-        [--gpu] [--out bench/results/DATE-DEVICE-kv.json]
+        [--gpu] [--profile-decode N] [--out bench/results/DATE-DEVICE-kv.json]
 
 One target of ``--shape`` (``pyllama_mtp.benchmark.shapes``), one context per cache type and
 context length. Prefill: the context filled with ``--contexts`` tokens in ``n_batch`` chunks
@@ -20,6 +20,7 @@ keys ``turbo3_kv_ratio`` and ``turbo3_decode_over_f16`` (at the longest context)
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import sys
 import time
@@ -30,8 +31,26 @@ from _common import git_commit, write_result
 TYPES = ("f16", "q8_0", "q4_0", "turbo4", "turbo3", "turbo2")
 
 
+def _cuda_profiler(*, start: bool) -> None:
+    """cudaProfilerStart / Stop in the CUDA runtime this process loaded (for ``ncu
+    --profile-from-start off``: only the decodes between them are profiled)."""
+    with open("/proc/self/maps") as maps:
+        runtime = next((line.split()[-1] for line in maps if "libcudart.so" in line), None)
+    if runtime is None:
+        raise SystemExit("--profile-decode needs a CUDA build (no libcudart in this process)")
+    lib = ctypes.CDLL(runtime)
+    (lib.cudaProfilerStart if start else lib.cudaProfilerStop)()
+
+
 def measure(
-    shape: str, contexts: list[int], types: list[str], n_decode: int, n_batch: int, gpu: bool, swa_full: bool
+    shape: str,
+    contexts: list[int],
+    types: list[str],
+    n_decode: int,
+    n_batch: int,
+    gpu: bool,
+    swa_full: bool,
+    profile_decode: int = 0,
 ) -> dict[str, Any]:
     from pyllama_mtp import Context, Model
     from pyllama_mtp.benchmark import shapes
@@ -54,8 +73,12 @@ def measure(
                     prefill = time.perf_counter() - start
                     start = time.perf_counter()
                     for i in range(n_decode):
+                        if i == n_decode - profile_decode:
+                            _cuda_profiler(start=True)
                         ctx.decode([tokens[i]])
                     decode = time.perf_counter() - start
+                    if profile_decode:
+                        _cuda_profiler(start=False)
                 row = {
                     "kv_cache_type": kv_type,
                     "n_ctx": n_ctx,
@@ -98,11 +121,20 @@ def main() -> int:
         action="store_true",
         help="sliding-window layers keep the whole context (MtpSession and llama-server keep a window)",
     )
+    parser.add_argument(
+        "--profile-decode",
+        type=int,
+        default=0,
+        metavar="N",
+        help="CUDA: profile only each row's last N decodes (run under ncu --profile-from-start off)",
+    )
     parser.add_argument("--out")
     args = parser.parse_args()
     types = args.types.split(",")
     if types[0] != "f16":
         parser.error("--types must start with f16, the reference")
+    if not 0 <= args.profile_decode <= args.n_decode:
+        parser.error("--profile-decode must be in 0 .. --n-decode")
     from pyllama_mtp.benchmark.harness import device_name
 
     result = {
@@ -119,6 +151,7 @@ def main() -> int:
             args.n_batch,
             args.gpu,
             args.swa_full,
+            args.profile_decode,
         ),
     }
     write_result(result, args.out)
