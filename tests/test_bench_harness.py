@@ -115,6 +115,7 @@ def test_model_fields_follow_the_measurements(cpu_result: dict[str, Any]) -> Non
             assert row["alpha"] is None and row["ideal_speedup"] is None
         elif row["contender"] == "ours" and row["k"] > 0:
             assert row["draft_step_ms"] > 0
+            assert row["verify_step_ms"] > 0
             base = _row(cpu_result, "ours-baseline", row["regime"])
             assert row["speedup"] == pytest.approx(row["tokens_per_s"] / base["tokens_per_s"])
             c = row["draft_step_ms"] * base["tokens_per_s"] / 1e3
@@ -135,6 +136,8 @@ def test_model_fields_follow_the_measurements(cpu_result: dict[str, Any]) -> Non
             sync, pipelined = (_row(cpu_result, f"ours-draft-mtp-k{k}{s}", regime) for s in ("", "-async"))
             assert (pipelined["acceptance"], pipelined["tokens"]) == (sync["acceptance"], sync["tokens"])
     assert all(math.isfinite(v) for v in (summary["c"], summary["target_step_ms"]))
+    assert summary["verify4_over_step"] == pytest.approx(k3["verify_step_ms"] / summary["target_step_ms"])
+    assert summary["target_step_ms_q4km"] is None  # no e2b-q4 shape in this run
     for regime in ("agree", "random", "mixed"):
         auto = _row(cpu_result, "ours-draft-mtp-auto", regime)["tokens_per_s"]
         alone = _row(cpu_result, "ours-baseline", regime)["tokens_per_s"]
@@ -149,6 +152,26 @@ def test_model_fields_follow_the_measurements(cpu_result: dict[str, Any]) -> Non
         best = max(upstream_k3, key=lambda r: r["tokens_per_s"])
         assert summary["upstream_best_high_acceptance"] == best["name"]
         assert summary["ours_over_upstream_high_acceptance"] == pytest.approx(k3["tokens_per_s"] / best["tokens_per_s"])
+
+
+def test_summary_takes_the_q4km_target_and_the_4_token_verify_from_their_rows() -> None:
+    def row(name: str, shape: str, tokens_per_s: float, verify_step_ms: float | None = None) -> dict[str, Any]:
+        k = 3 if name.endswith("k3") else 0
+        return {"name": name, "contender": "ours", "shape": shape, "regime": "agree", "k": k,
+                "tokens_per_s": tokens_per_s, "ttft_ms": 1.0, "acceptance": 1.0 if k else None,
+                "draft_step_ms": 0.1 if k else None, "verify_step_ms": verify_step_ms}  # fmt: skip
+
+    rows = [
+        row("ours-baseline", "e2b", 250.0),  # 4 ms a token
+        row("ours-draft-mtp-k3", "e2b", 600.0, verify_step_ms=5.0),
+        row("ours-baseline", "e2b-q4", 400.0),  # 2.5 ms a token
+    ]
+    report.fill_model(rows)
+    summary = report.summarize(rows, "e2b")
+    assert summary["target_step_ms"] == pytest.approx(4.0)
+    assert summary["verify4_over_step"] == pytest.approx(1.25)
+    assert summary["target_step_ms_q4km"] == pytest.approx(2.5)
+    assert report.summarize(rows[:1], "e2b")["verify4_over_step"] is None
 
 
 def test_validate_refuses_broken_results(cpu_result: dict[str, Any]) -> None:

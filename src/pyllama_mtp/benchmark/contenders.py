@@ -137,7 +137,7 @@ def ours(
                     else:
                         rates.append(decode_rate(session, prompt, run.n_predict))
             stats = session.stats
-        draft_ms = read_trace(trace).mean_draft_ms_per_token if trace is not None else None
+        timing = read_trace(trace) if trace is not None else None
     name = f"{prefix}-baseline" if k == 0 else f"{prefix}-draft-mtp-k{k}" + ("" if fused else "-loop")
     name += "-async" if pipeline == "async" else ""
     name = f"{prefix}-draft-mtp-auto" if auto else name
@@ -148,7 +148,8 @@ def ours(
         tokens_per_s=statistics.median(rates),
         ttft_ms=ttft,
         acceptance=stats.acceptance_rate if k else None,
-        draft_step_ms=draft_ms,
+        draft_step_ms=timing.mean_draft_ms_per_token if timing else None,
+        verify_step_ms=timing.mean_verify_ms if timing else None,
         tokens=stats.n_generated,
         # the adaptive row's choices: steps at each draft length, shadow drafts among the calls
         **({"steps_by_k": list(stats.steps_by_draft_length), "drafter_calls": stats.drafter_calls} if auto else {}),

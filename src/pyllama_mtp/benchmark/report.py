@@ -32,6 +32,8 @@ A result is one JSON object (``SCHEMA_VERSION``)::
                       as drafted, so acceptance < a for k > 1)
         speedup       tokens_per_s / the same contender's target-alone tokens_per_s (null if none)
         draft_step_ms drafter time per draft token (ours, from the acceptance trace; else null)
+        verify_step_ms our target's time per verify pass: the decode of the k + 1 tokens and the
+                      sampling of its rows (ours at k > 0, from the acceptance trace; else null)
         c             the drafter's time per draft token / our target's time per token, this shape:
                       the row's own (ours) or our fused drafter's (upstream: same drafter, same
                       GGUFs); null for k = 0 and HF
@@ -64,6 +66,7 @@ ROW_KEYS = (
     "alpha",
     "speedup",
     "draft_step_ms",
+    "verify_step_ms",
     "c",
     "ideal_speedup",
     "efficiency",
@@ -88,6 +91,8 @@ SUMMARY_KEYS = (
     "k",  # the draft length of the compared rows
     "draft_step_ms",  # our drafter's time per draft token (mean of its steps)
     "target_step_ms",  # our target-alone time per token
+    "target_step_ms_q4km",  # the same for the e2b-q4 shape (a Q4_K_M target) when the run has it
+    "verify4_over_step",  # a 4-token verify pass (k = 3, high acceptance) over target_step_ms
     "c",  # draft_step_ms / target_step_ms: the drafter's relative cost
     "acceptance_high",  # our measured acceptance (accepted / drafted) in the high-acceptance regime
     "alpha_high",  # ... as a per-position probability (see the rows' alpha)
@@ -178,6 +183,7 @@ def fill_model(rows: list[dict[str, Any]]) -> None:
         base = _find(rows, name=base_name, shape=row["shape"], regime=row["regime"])
         row["speedup"] = _ratio(row, base)
         row.setdefault("draft_step_ms", None)
+        row.setdefault("verify_step_ms", None)
         row["c"] = row["ideal_speedup"] = row["efficiency"] = None
         acc = row.get("acceptance")
         if row["name"] == "ours-draft-mtp-auto":  # its k varies by step: no one-k model fits it
@@ -197,6 +203,11 @@ def fill_model(rows: list[dict[str, Any]]) -> None:
             row["efficiency"] = row["speedup"] / row["ideal_speedup"]
 
 
+def _step_ms(row: dict[str, Any] | None) -> float | None:
+    """A target-alone row's time per token, in ms."""
+    return 1e3 / row["tokens_per_s"] if row and row["tokens_per_s"] else None
+
+
 def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, Any]:
     """The summary object: our figures on ``shape`` at draft length ``k``."""
     base = _find(rows, name="ours-baseline", shape=shape, regime=HIGH)
@@ -208,7 +219,9 @@ def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, A
     loop_hi = _find(rows, name=f"ours-draft-mtp-k{k}-loop", shape=shape, regime=HIGH)
     async_hi = _find(rows, name=f"ours-draft-mtp-k{k}-async", shape=shape, regime=HIGH)
     async_lo = _find(rows, name=f"ours-draft-mtp-k{k}-async", shape=shape, regime=LOW)
-    target_ms = 1e3 / base["tokens_per_s"] if base and base["tokens_per_s"] else None
+    target_ms = _step_ms(base)
+    verify4 = _find(rows, name="ours-draft-mtp-k3", shape=shape, regime=HIGH)
+    verify4_ms = verify4["verify_step_ms"] if verify4 else None
     auto_alone: dict[str, float | None] = {}
     auto_best: dict[str, float | None] = {}
     best_vs_best: dict[str, float | None] = {}
@@ -243,6 +256,8 @@ def summarize(rows: list[dict[str, Any]], shape: str, k: int = 3) -> dict[str, A
         "k": k,
         "draft_step_ms": draft_ms,
         "target_step_ms": target_ms,
+        "target_step_ms_q4km": _step_ms(_find(rows, name="ours-baseline", shape="e2b-q4", regime=HIGH)),
+        "verify4_over_step": verify4_ms / target_ms if verify4_ms is not None and target_ms else None,
         "c": draft_ms / target_ms if draft_ms is not None and target_ms else None,
         "acceptance_high": ours_hi["acceptance"] if ours_hi else None,
         "alpha_high": ours_hi["alpha"] if ours_hi else None,
