@@ -1,7 +1,7 @@
 """KV cache types side by side: bytes per token, prefill and decode speed at long contexts.
 
     python bench/kv_cache_types.py [--shape tiny] [--contexts 4096] [--types f16,q4_0,turbo3] [--swa-full]
-        [--gpu] [--profile-decode N] [--out bench/results/DATE-DEVICE-kv.json]
+        [--gpu] [--profile-decode N [--profile-type TYPE]] [--out bench/results/DATE-DEVICE-kv.json]
 
 One target of ``--shape`` (``pyllama_mtp.benchmark.shapes``), one context per cache type and
 context length. Prefill: the context filled with ``--contexts`` tokens in ``n_batch`` chunks
@@ -51,6 +51,7 @@ def measure(
     gpu: bool,
     swa_full: bool,
     profile_decode: int = 0,
+    profile_type: str | None = None,
 ) -> dict[str, Any]:
     from pyllama_mtp import Context, Model
     from pyllama_mtp.benchmark import shapes
@@ -71,13 +72,14 @@ def measure(
                     start = time.perf_counter()
                     ctx.decode(tokens)
                     prefill = time.perf_counter() - start
+                    profiled = profile_decode if profile_type in (None, kv_type) else 0
                     start = time.perf_counter()
                     for i in range(n_decode):
-                        if i == n_decode - profile_decode:
+                        if i == n_decode - profiled:
                             _cuda_profiler(start=True)
                         ctx.decode([tokens[i]])
                     decode = time.perf_counter() - start
-                    if profile_decode:
+                    if profiled:
                         _cuda_profiler(start=False)
                 row = {
                     "kv_cache_type": kv_type,
@@ -128,6 +130,7 @@ def main() -> int:
         metavar="N",
         help="CUDA: profile only each row's last N decodes (run under ncu --profile-from-start off)",
     )
+    parser.add_argument("--profile-type", metavar="TYPE", help="with --profile-decode: only this type's rows")
     parser.add_argument("--out")
     args = parser.parse_args()
     types = args.types.split(",")
@@ -135,6 +138,8 @@ def main() -> int:
         parser.error("--types must start with f16, the reference")
     if not 0 <= args.profile_decode <= args.n_decode:
         parser.error("--profile-decode must be in 0 .. --n-decode")
+    if args.profile_type is not None and args.profile_type not in types:
+        parser.error("--profile-type must be one of --types")
     from pyllama_mtp.benchmark.harness import device_name
 
     result = {
@@ -152,6 +157,7 @@ def main() -> int:
             args.gpu,
             args.swa_full,
             args.profile_decode,
+            args.profile_type,
         ),
     }
     write_result(result, args.out)

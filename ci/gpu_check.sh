@@ -15,7 +15,11 @@
 #     neither torch nor its nvidia-* wheels), checks from there that cuBLAS is loaded from those
 #     wheels, runs the GPU session tests against it, and stops
 #   GPU_CHECK_BACKEND_OPS="LSTM ..." builds upstream's test-backend-ops against the built libggml and
-#     runs it on CUDA0 for these ops (correctness, then perf) into $OUT/test-backend-ops.txt
+#     runs it on CUDA0 for these ops (correctness, then perf) into $OUT/test-backend-ops.txt;
+#     GPU_CHECK_BACKEND_OPS_FILTER="turbo" passes -p turbo (only the cases whose parameters match)
+#   GPU_CHECK_KV_PROFILE=1 runs bench/kv_cache_types.py (e2b, 4096 tokens) under ncu once per type
+#     of GPU_CHECK_KV_PROFILE_TYPES (default "f16 turbo3"), each kernel of that row's last 2 decodes
+#     into $OUT/ncu-kv-TYPE.txt (issue 22: where turbo3's extra time per token goes)
 #   GPU_CHECK_BENCH=1 also builds upstream's llama-speculative-simple and llama-server (the carried
 #     tree keeps tools/ui's build files) and, while the library compiles, the bench pairs of
 #     GPU_CHECK_BENCH_SHAPES (default "e2b"; "e2b e2b-q4 31b" for all), then runs
@@ -122,12 +126,24 @@ if [ -n "${GPU_CHECK_BACKEND_OPS:-}" ]; then
     g++ -O1 -std=c++17 vendor/llama.cpp/tests/test-backend-ops.cpp -Ivendor/llama.cpp/ggml/include \
         "$lib"/libggml.so "$lib"/libggml-base.so -Wl,-rpath,"$lib" -o /tmp/test-backend-ops \
         > "$out/test-backend-ops.txt" 2>&1
+    filter=()
+    [ -n "${GPU_CHECK_BACKEND_OPS_FILTER:-}" ] && filter=(-p "$GPU_CHECK_BACKEND_OPS_FILTER")
     for op in $GPU_CHECK_BACKEND_OPS; do
-        /tmp/test-backend-ops -o "$op" -b CUDA0 >> "$out/test-backend-ops.txt" 2>&1
+        /tmp/test-backend-ops -o "$op" -b CUDA0 "${filter[@]}" >> "$out/test-backend-ops.txt" 2>&1
         echo "test-backend-ops -o $op: rc $? after $((SECONDS - t0)) s"
-        /tmp/test-backend-ops perf -o "$op" -b CUDA0 >> "$out/test-backend-ops.txt" 2>&1
+        /tmp/test-backend-ops perf -o "$op" -b CUDA0 "${filter[@]}" >> "$out/test-backend-ops.txt" 2>&1
     done
     grep -E "Backend|OK|FAIL|passed|us/run" "$out/test-backend-ops.txt" | tail -30
+fi
+if [ -n "${GPU_CHECK_KV_PROFILE:-}" ]; then
+    for kv_type in ${GPU_CHECK_KV_PROFILE_TYPES:-f16 turbo3}; do
+        types=f16
+        [ "$kv_type" != f16 ] && types="f16,$kv_type"
+        /usr/local/cuda/bin/ncu --profile-from-start off --metrics gpu__time_duration.sum --print-summary per-kernel \
+            python3 bench/kv_cache_types.py --shape e2b --gpu --contexts 4096 --types "$types" --n-decode 8 \
+            --profile-decode 2 --profile-type "$kv_type" > "$out/ncu-kv-$kv_type.txt" 2>&1
+        echo "ncu kv $kv_type: rc $? after $((SECONDS - t0)) s"
+    done
 fi
 if [ -z "${GPU_CHECK_SUITE_ONLY:-}" ]; then
 (cd tests && python3 -m pytest -q --tb=short -p no:cacheprovider --rootdir=.. -c ../pyproject.toml test_segmentation.py \
