@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
+import functools
 import sys
 import time
 from typing import Any
@@ -31,14 +32,20 @@ from _common import git_commit, write_result
 TYPES = ("f16", "q8_0", "q4_0", "turbo4", "turbo3", "turbo2")
 
 
-def _cuda_profiler(*, start: bool) -> None:
-    """cudaProfilerStart / Stop in the CUDA runtime this process loaded (for ``ncu
-    --profile-from-start off``: only the decodes between them are profiled)."""
+@functools.cache
+def _cuda_runtime() -> ctypes.CDLL:
+    """The CUDA runtime this process loaded, found once (measure() asks before its timed loop)."""
     with open("/proc/self/maps") as maps:
         runtime = next((line.split()[-1] for line in maps if "libcudart.so" in line), None)
     if runtime is None:
         raise SystemExit("--profile-decode needs a CUDA build (no libcudart in this process)")
-    lib = ctypes.CDLL(runtime)
+    return ctypes.CDLL(runtime)
+
+
+def _cuda_profiler(*, start: bool) -> None:
+    """cudaProfilerStart / Stop (for ``ncu --profile-from-start off``: only the decodes between them
+    are profiled)."""
+    lib = _cuda_runtime()
     (lib.cudaProfilerStart if start else lib.cudaProfilerStop)()
 
 
@@ -73,6 +80,8 @@ def measure(
                     ctx.decode(tokens)
                     prefill = time.perf_counter() - start
                     profiled = profile_decode if profile_type in (None, kv_type) else 0
+                    if profiled:
+                        _cuda_runtime()
                     start = time.perf_counter()
                     for i in range(n_decode):
                         if i == n_decode - profiled:
