@@ -24,6 +24,11 @@
 #     tree keeps tools/ui's build files) and, while the library compiles, the bench pairs of
 #     GPU_CHECK_BENCH_SHAPES (default "e2b"; "e2b e2b-q4 31b" for all), then runs
 #     `pyllama-mtp bench --shape S $GPU_CHECK_BENCH_ARGS` per shape into $OUT/S.
+#   GPU_CHECK_WITHOUT="0046 0047" (after a build, on the same warm machine) takes these patches back
+#     out of vendor/llama.cpp, rebuilds the changed libraries in the same build folder (incremental:
+#     only what they touch recompiles), installs them over /tmp/pkg's (and upstream's binaries there
+#     load them too), then runs what else is asked: the same benchmarks without those patches, for
+#     an A/B on one machine. The tree stays that way; a later full build prepares it afresh.
 #   A command may run 10 minutes: GPU_CHECK_BUILD_ONLY=1 stops after the build (and the pairs);
 #   a second call with GPU_CHECK_SKIP_BUILD=1 on the same warm machine goes on from there.
 set -uo pipefail
@@ -115,6 +120,20 @@ EOF
         grep -v "Writing\|Loading" "$out/bench-pairs.log" | tail -5
     fi
     [ -n "${GPU_CHECK_BUILD_ONLY:-}" ] && exit 0
+fi
+if [ -n "${GPU_CHECK_WITHOUT:-}" ]; then
+    for number in $(printf '%s\n' $GPU_CHECK_WITHOUT | sort -r); do
+        patch_file=$(ls patches/"$number"-*.patch)
+        git apply -R --directory=vendor/llama.cpp "$patch_file" 2>/dev/null \
+            || (cd vendor/llama.cpp && git apply -R "$PWD/../../$patch_file") || { echo "cannot take $patch_file out"; exit 1; }
+        echo "without $patch_file"
+    done
+    cmake --build /tmp/skb > "$out/build-without.log" 2>&1 || { tail -30 "$out/build-without.log"; exit 1; }
+    for lib in /tmp/pkg/pyllama_mtp/lib/lib*.so*; do
+        built=$(find /tmp/skb -name "$(basename "$lib")" -not -path "*/CMakeFiles/*" | head -1)
+        [ -n "$built" ] && cp -L "$built" "$lib"
+    done
+    echo "rebuilt without ${GPU_CHECK_WITHOUT}: $((SECONDS - t0)) s"
 fi
 export PYTHONPATH=/tmp/pkg:/tmp/site
 # the machine's copy of .git may be stale: the caller can name the commit
