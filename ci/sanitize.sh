@@ -7,7 +7,7 @@ build="${PYLLAMA_MTP_ASAN_BUILD:-$HOME/.cache/pyllama-mtp/asan-build}"
 # shellcheck source=ci/sanitized_build.sh
 . ci/sanitized_build.sh
 sanitized_build "$build" "-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g1 -O1" \
-    "-fsanitize=address,undefined" session_smoke draft_tuner_test turbo_cuda_host _lib
+    "-fsanitize=address,undefined" session_smoke draft_tuner_test turbo_cuda_host graph_order_test _lib
 
 pair=$(python3 -c "from pyllama_mtp.fixtures import build_pair; p = build_pair(); print(p.target_gguf, p.drafter_gguf)")
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -16,6 +16,7 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 "$build/session_smoke" $pair
 "$build/draft_tuner_test"
 "$build/turbo_cuda_host"  # the turbo types' CUDA block code, on the host
+"$build/graph_order_test" "${pair%% *}"  # the cache writes right after what they store (patch 0046)
 
 # The Python session: the package's sources beside the sanitized extension. CPython itself is
 # not instrumented, so the runtime is preloaded and its (many, known) leaks are not reported.
