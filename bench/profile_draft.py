@@ -15,6 +15,9 @@ step alone (k = 0) and draft-MTP steps at k = 1 and 3 (verifies of 2 and 4 token
 where a verify pass's extra time goes. Kernels run one at a time under ncu, with caches and clocks
 as the step leaves them (``--cache-control none --clock-control none``; files before 2026-12-04
 flushed caches and locked base clocks, so their times run higher).
+``--ncu-k K`` (repeatable) profiles only these k (``--ncu-k 0``: the target step alone, the
+quickest kernel count); the result file is rewritten after each k, so a run cut short keeps the
+k it finished.
 ``--kernels K`` (internal) profiles a few steps at k = K between cudaProfilerStart/Stop.
 
     python bench/profile_draft.py --shape e2b --ncu --out bench/results/DATE-DEVICE-kernels.json
@@ -140,10 +143,11 @@ def child_command(args: argparse.Namespace, *extra: str) -> list[str]:
     return [sys.executable, __file__, "--shape", args.shape, "--device", args.device, *extra]
 
 
-def profile_kernels(args: argparse.Namespace) -> dict[str, Any]:
-    """Run each k under Nsight Compute and set the kernels' time per step side by side."""
-    by_k = {}
-    for k in NCU_KS:
+def profile_kernels(args: argparse.Namespace) -> None:
+    """Run each k under Nsight Compute and set the kernels' time per step side by side, writing
+    the result file after each k."""
+    by_k: dict[str, Any] = {}
+    for k in args.ncu_k or NCU_KS:
         cmd = [
             args.ncu,
             "--profile-from-start",
@@ -160,14 +164,15 @@ def profile_kernels(args: argparse.Namespace) -> dict[str, Any]:
             *child_command(args, "--kernels", str(k)),
         ]
         res = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=True)
-        by_k[f"k{k}"] = kernel_times(res.stdout, NCU_STEPS)
-    base = by_k["k0"]["kernels"]
-    for k in NCU_KS[1:]:
-        entry = by_k[f"k{k}"]
-        names = set(base) | set(entry["kernels"])
-        extra = {n: entry["kernels"].get(n, {}).get("us", 0.0) - base.get(n, {}).get("us", 0.0) for n in names}
-        entry["extra_over_k0_us"] = dict(sorted(extra.items(), key=lambda kv: -abs(kv[1]))[:25])
-    return by_k
+        entry = kernel_times(res.stdout, NCU_STEPS)
+        if k and "k0" in by_k:
+            base = by_k["k0"]["kernels"]
+            names = set(base) | set(entry["kernels"])
+            extra = {n: entry["kernels"].get(n, {}).get("us", 0.0) - base.get(n, {}).get("us", 0.0) for n in names}
+            entry["extra_over_k0_us"] = dict(sorted(extra.items(), key=lambda kv: -abs(kv[1]))[:25])
+        by_k[f"k{k}"] = entry
+        result = {"commit": args.commit or git_commit(), "shape": args.shape, "regime": "random", **by_k}
+        write_result(result, args.out)
 
 
 def main() -> None:
@@ -179,6 +184,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--kernels", type=int, metavar="K", help="(internal) profile a few steps at k=K, for ncu")
     parser.add_argument("--ncu", nargs="?", const="ncu", help="per-kernel time per step under Nsight Compute")
+    parser.add_argument(
+        "--ncu-k", type=int, action="append", metavar="K", help="with --ncu: only these k (default 0, 1, 3)"
+    )
     parser.add_argument("--commit")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -186,8 +194,7 @@ def main() -> None:
         print(json.dumps(measure(args.shape, args.device, args.n_predict, args.kernels)))
         return
     if args.ncu:
-        by_k = profile_kernels(args)
-        write_result({"commit": args.commit or git_commit(), "shape": args.shape, "regime": "random", **by_k}, args.out)
+        profile_kernels(args)
         return
     variants = {}
     for name in args.variants:
