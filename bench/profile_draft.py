@@ -147,6 +147,7 @@ def profile_kernels(args: argparse.Namespace) -> None:
     """Run each k under Nsight Compute and set the kernels' time per step side by side, writing
     the result file after each k."""
     by_k: dict[str, Any] = {}
+    commit = args.commit or git_commit()
     for k in args.ncu_k or NCU_KS:
         cmd = [
             args.ncu,
@@ -171,8 +172,7 @@ def profile_kernels(args: argparse.Namespace) -> None:
             extra = {n: entry["kernels"].get(n, {}).get("us", 0.0) - base.get(n, {}).get("us", 0.0) for n in names}
             entry["extra_over_k0_us"] = dict(sorted(extra.items(), key=lambda kv: -abs(kv[1]))[:25])
         by_k[f"k{k}"] = entry
-        result = {"commit": args.commit or git_commit(), "shape": args.shape, "regime": "random", **by_k}
-        write_result(result, args.out)
+        write_result({"commit": commit, "shape": args.shape, "regime": "random", **by_k}, args.out)
 
 
 def main() -> None:

@@ -124,8 +124,7 @@ fi
 if [ -n "${GPU_CHECK_WITHOUT:-}" ]; then
     for number in $(printf '%s\n' $GPU_CHECK_WITHOUT | sort -r); do
         patch_file=$(ls patches/"$number"-*.patch)
-        git apply -R --directory=vendor/llama.cpp "$patch_file" 2>/dev/null \
-            || (cd vendor/llama.cpp && git apply -R "$PWD/../../$patch_file") || { echo "cannot take $patch_file out"; exit 1; }
+        git apply -R --directory=vendor/llama.cpp "$patch_file" || { echo "cannot take $patch_file out"; exit 1; }
         echo "without $patch_file"
     done
     cmake --build /tmp/skb > "$out/build-without.log" 2>&1 || { tail -30 "$out/build-without.log"; exit 1; }

@@ -6,10 +6,9 @@
 // V is stored untransposed) comes right after a VIEW of the node before it, and that node is V's
 // norm or K's rope. Likewise every multiply by one value (a layer's output scale) ends an
 // adjacent RMS_NORM + MUL + ADD + MUL chain, which ggml-cuda runs as one kernel (patch 0047).
-// The graph's nodes are read in order through the scheduler's eval callback.
+// The graph's nodes are read in order through the scheduler's eval callback; they stay valid
+// until the context builds its next graph.
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "ggml.h"
 #include "llama.h"
@@ -19,22 +18,24 @@
 struct graph_record {
     int                        n_nodes;
     const struct ggml_tensor * nodes[MAX_NODES];
-    enum ggml_op               ops[MAX_NODES];
-    const struct ggml_tensor * srcs[MAX_NODES];   // each node's first source, as it was when asked
-    const struct ggml_tensor * srcs1[MAX_NODES];  // and its second
 };
 
 // asked for every node in graph order; answering false computes nothing apart
 static bool record_node(struct ggml_tensor * t, bool ask, void * user_data) {
     struct graph_record * rec = (struct graph_record *)user_data;
     if (ask && rec->n_nodes < MAX_NODES) {
-        rec->nodes[rec->n_nodes] = t;
-        rec->ops[rec->n_nodes]   = t->op;
-        rec->srcs[rec->n_nodes]  = t->src[0];
-        rec->srcs1[rec->n_nodes] = t->src[1];
-        rec->n_nodes++;
+        rec->nodes[rec->n_nodes++] = t;
     }
     return false;
+}
+
+static enum ggml_op op_at(const struct graph_record * rec, int i) {
+    return rec->nodes[i]->op;
+}
+
+// node i's first source is node i - 1
+static bool first_source_is_previous(const struct graph_record * rec, int i) {
+    return rec->nodes[i]->src[0] == rec->nodes[i - 1];
 }
 
 int main(int argc, char ** argv) {
@@ -83,13 +84,13 @@ int main(int argc, char ** argv) {
 
     int n_set_rows = 0, n_after_norm = 0, n_after_rope = 0, n_failed = 0;
     for (int i = 0; i < rec.n_nodes; i++) {
-        if (rec.ops[i] != GGML_OP_SET_ROWS) {
+        if (op_at(&rec, i) != GGML_OP_SET_ROWS) {
             continue;
         }
         n_set_rows++;
-        const bool view_before = i >= 2 && rec.ops[i - 1] == GGML_OP_VIEW && rec.srcs[i] == rec.nodes[i - 1] &&
-                                 rec.srcs[i - 1] == rec.nodes[i - 2];
-        const enum ggml_op stored = i >= 2 ? rec.ops[i - 2] : GGML_OP_NONE;
+        const bool view_before = i >= 2 && op_at(&rec, i - 1) == GGML_OP_VIEW && first_source_is_previous(&rec, i) &&
+                                 first_source_is_previous(&rec, i - 1);
+        const enum ggml_op stored = i >= 2 ? op_at(&rec, i - 2) : GGML_OP_NONE;
         if (view_before && stored == GGML_OP_RMS_NORM) {
             n_after_norm++;
         } else if (view_before && stored == GGML_OP_ROPE) {
@@ -97,20 +98,21 @@ int main(int argc, char ** argv) {
         } else {
             n_failed++;
             fprintf(stderr, "node %d (%s): SET_ROWS after %s, %s\n", i, ggml_get_name(rec.nodes[i]),
-                    i >= 1 ? ggml_op_name(rec.ops[i - 1]) : "nothing", i >= 2 ? ggml_op_name(stored) : "nothing");
+                    i >= 1 ? ggml_op_name(op_at(&rec, i - 1)) : "nothing", i >= 2 ? ggml_op_name(stored) : "nothing");
         }
     }
     // a multiply by one value after RMS_NORM, MUL, ADD, each node consuming the one before
     int n_scales = 0, n_scale_chains = 0;
     for (int i = 0; i < rec.n_nodes; i++) {
-        if (rec.ops[i] != GGML_OP_MUL || rec.srcs1[i] == NULL || ggml_nelements(rec.srcs1[i]) != 1) {
+        const struct ggml_tensor * by = rec.nodes[i]->src[1];
+        if (op_at(&rec, i) != GGML_OP_MUL || by == NULL || ggml_nelements(by) != 1) {
             continue;
         }
         n_scales++;
-        bool chain = i >= 3 && rec.ops[i - 1] == GGML_OP_ADD && rec.ops[i - 2] == GGML_OP_MUL &&
-                     rec.ops[i - 3] == GGML_OP_RMS_NORM;
+        bool chain = i >= 3 && op_at(&rec, i - 1) == GGML_OP_ADD && op_at(&rec, i - 2) == GGML_OP_MUL &&
+                     op_at(&rec, i - 3) == GGML_OP_RMS_NORM;
         for (int j = i; chain && j > i - 3; j--) {
-            chain = rec.srcs[j] == rec.nodes[j - 1] || rec.srcs1[j] == rec.nodes[j - 1];
+            chain = rec.nodes[j]->src[0] == rec.nodes[j - 1] || rec.nodes[j]->src[1] == rec.nodes[j - 1];
         }
         if (chain) {
             n_scale_chains++;
